@@ -1,0 +1,308 @@
+// Package config loads sidecar's settings from flags, environment variables
+// and an optional YAML file (precedence: flag > env > file > default) and
+// validates them, naming the setting at fault.
+package config
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/fogis-sidecar/sidecar/internal/event"
+)
+
+// Config is the validated configuration of one sidecar process.
+type Config struct {
+	Service           string
+	Listen            string
+	RedisURL          string
+	Consumer          string
+	SpoolDir          string
+	APIToken          string
+	WebhookSecret     string
+	LogLevel          string
+	LogFormat         string
+	MaxBody           int64
+	Retention         Retention
+	PublishTimeout    time.Duration
+	ShutdownGrace     time.Duration
+	ClaimTimeout      time.Duration
+	IdempotencyWindow time.Duration
+	Dev               bool
+	Subscriptions     []Subscription
+}
+
+// Retention bounds each topic's stream: approximate MAXLEN, or MINID by age.
+type Retention struct {
+	MaxLen int64
+	MaxAge time.Duration
+}
+
+// Subscription delivers one topic to one webhook URL.
+type Subscription struct {
+	Topic       string
+	URL         string
+	Group       string
+	Start       string // earliest | latest
+	Concurrency int
+	Timeout     time.Duration
+	MaxAttempts int
+	Backoff     Backoff
+}
+
+// Backoff is a subscription's retry backoff.
+type Backoff struct {
+	Initial time.Duration
+	Max     time.Duration
+}
+
+// Subscription defaults (DESIGN.md's YAML shape).
+const (
+	DefaultConcurrency    = 1
+	DefaultTimeout        = 10 * time.Second
+	DefaultMaxAttempts    = 10
+	DefaultBackoffInitial = 500 * time.Millisecond
+	DefaultBackoffMax     = time.Minute
+	StartEarliest         = "earliest"
+	StartLatest           = "latest"
+)
+
+// Load builds the configuration from command-line args, the environment
+// (getenv) and the YAML file named by --config / SIDECAR_CONFIG.
+// It returns flag.ErrHelp when --help was asked for; usage has been written to out then.
+func Load(args []string, getenv func(string) string, hostname string, out io.Writer) (*Config, error) {
+	fs, vals := newFlagSet(out)
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	setFlags := map[string]bool{}
+	fs.Visit(func(f *flagT) { setFlags[f.Name] = true })
+
+	c := defaults(hostname)
+	explicit := map[string]bool{} // settings given anywhere but defaults
+
+	// Layer 1: the YAML file.
+	path := getenv("SIDECAR_CONFIG")
+	if setFlags["config"] {
+		path = *vals["config"]
+	}
+	if path != "" {
+		if err := applyFile(c, path, explicit); err != nil {
+			return nil, err
+		}
+	}
+	// Layers 2 and 3: environment, then flags, setting by setting.
+	for _, s := range settings {
+		if s.key == "config" {
+			continue
+		}
+		v, from, ok := "", "", false
+		if s.env != "" {
+			if ev, present := lookup(getenv, s.env); present {
+				v, from, ok = ev, s.env, true
+			}
+		}
+		if setFlags[s.key] {
+			v, from, ok = *vals[s.key], "--"+s.key, true
+		}
+		if !ok {
+			continue
+		}
+		if err := s.apply(c, v); err != nil {
+			return nil, fmt.Errorf("%s: %w", from, err)
+		}
+		explicit[s.yaml] = true
+	}
+	if c.Retention.MaxAge > 0 {
+		if explicit["retention.max_len"] {
+			return nil, errors.New("retention: set either retention.max_len or retention.max_age, not both")
+		}
+		c.Retention.MaxLen = 0
+	}
+	for i := range c.Subscriptions {
+		if c.Subscriptions[i].Group == "" {
+			c.Subscriptions[i].Group = c.Service
+		}
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func lookup(getenv func(string) string, key string) (string, bool) {
+	v := getenv(key)
+	return v, v != ""
+}
+
+func defaults(hostname string) *Config {
+	return &Config{
+		Service:           hostname,
+		Listen:            "127.0.0.1:7700",
+		RedisURL:          "redis://127.0.0.1:6379/0",
+		Consumer:          hostname,
+		SpoolDir:          "./data/spool",
+		LogLevel:          "info",
+		LogFormat:         "json",
+		MaxBody:           1 << 20,
+		Retention:         Retention{MaxLen: 100000},
+		PublishTimeout:    500 * time.Millisecond,
+		ShutdownGrace:     10 * time.Second,
+		ClaimTimeout:      30 * time.Second,
+		IdempotencyWindow: 24 * time.Hour,
+	}
+}
+
+// DefaultSubscription returns a subscription with every optional field at its default.
+func DefaultSubscription(topic, url string) Subscription {
+	return Subscription{
+		Topic: topic, URL: url, Start: StartEarliest,
+		Concurrency: DefaultConcurrency, Timeout: DefaultTimeout, MaxAttempts: DefaultMaxAttempts,
+		Backoff: Backoff{Initial: DefaultBackoffInitial, Max: DefaultBackoffMax},
+	}
+}
+
+// ParseSubscribe parses the env short form "topic=url[,topic=url…]".
+// Groups left empty default to the service name once all layers are applied.
+func ParseSubscribe(s string) ([]Subscription, error) {
+	var subs []Subscription
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		topic, u, ok := strings.Cut(part, "=")
+		if !ok {
+			return nil, fmt.Errorf("%q is not topic=url", part)
+		}
+		subs = append(subs, DefaultSubscription(strings.TrimSpace(topic), strings.TrimSpace(u)))
+	}
+	return subs, nil
+}
+
+// Validate checks every setting and names the first one at fault.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(name, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", name, fmt.Sprintf(format, a...)))
+	}
+	if c.Service == "" {
+		bad("service", "must not be empty (SIDECAR_SERVICE)")
+	} else if err := event.ValidateTopic(c.Service); err != nil {
+		bad("service", "%q must match the topic pattern (it names the consumer group)", c.Service)
+	}
+	if c.Consumer == "" {
+		bad("consumer", "must not be empty (SIDECAR_CONSUMER)")
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		bad("listen", "%q is not host:port: %v", c.Listen, err)
+	}
+	if _, err := ParseRedisURL(c.RedisURL); err != nil {
+		bad("redis.url", "%v", err)
+	}
+	if c.WebhookSecret != "" {
+		if _, err := DecodeWebhookSecret(c.WebhookSecret); err != nil {
+			bad("webhook_secret", "%v", err)
+		}
+	}
+	if !oneOf(c.LogLevel, "trace", "debug", "info", "warn", "error") {
+		bad("log.level", "%q is not one of trace, debug, info, warn, error", c.LogLevel)
+	}
+	if !oneOf(c.LogFormat, "json", "console") {
+		bad("log.format", "%q is not json or console", c.LogFormat)
+	}
+	if c.MaxBody <= 0 {
+		bad("max_body", "must be positive")
+	}
+	if c.Retention.MaxLen < 0 || c.Retention.MaxAge < 0 {
+		bad("retention", "must not be negative")
+	}
+	for name, d := range map[string]time.Duration{
+		"publish_timeout": c.PublishTimeout, "shutdown_grace": c.ShutdownGrace,
+		"claim_timeout": c.ClaimTimeout, "idempotency_window": c.IdempotencyWindow,
+	} {
+		if d <= 0 {
+			bad(name, "must be a positive duration")
+		}
+	}
+	if c.ClaimTimeout > 0 && c.ClaimTimeout < time.Second {
+		bad("claim_timeout", "%v is below 1s; in-flight entries would be stolen between keep-alives", c.ClaimTimeout)
+	}
+	seen := map[string]bool{}
+	for i, s := range c.Subscriptions {
+		name := fmt.Sprintf("subscriptions[%d]", i)
+		if err := event.ValidateTopic(s.Topic); err != nil {
+			bad(name+".topic", "%v", err)
+		}
+		if u, err := url.Parse(s.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad(name+".url", "%q is not an absolute http(s) URL", s.URL)
+		}
+		if err := event.ValidateTopic(s.Group); err != nil {
+			bad(name+".group", "%q must match the topic pattern", s.Group)
+		}
+		if key := s.Topic + "\x00" + s.Group; seen[key] {
+			bad(name, "topic %q with group %q is subscribed twice; give one a different group", s.Topic, s.Group)
+		} else {
+			seen[key] = true
+		}
+		if !oneOf(s.Start, StartEarliest, StartLatest) {
+			bad(name+".start", "%q is not earliest or latest", s.Start)
+		}
+		if s.Concurrency < 1 || s.Concurrency > 1024 {
+			bad(name+".concurrency", "%d is not in 1..1024", s.Concurrency)
+		}
+		if s.Timeout <= 0 {
+			bad(name+".timeout", "must be a positive duration")
+		}
+		if s.MaxAttempts < 1 {
+			bad(name+".max_attempts", "must be at least 1")
+		}
+		if s.Backoff.Initial <= 0 || s.Backoff.Max < s.Backoff.Initial {
+			bad(name+".backoff", "need 0 < initial (%v) <= max (%v)", s.Backoff.Initial, s.Backoff.Max)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func oneOf(v string, options ...string) bool {
+	for _, o := range options {
+		if v == o {
+			return true
+		}
+	}
+	return false
+}
+
+// DecodeWebhookSecret returns the HMAC key of a Standard Webhooks secret "whsec_<base64>".
+func DecodeWebhookSecret(s string) ([]byte, error) {
+	raw, ok := strings.CutPrefix(s, "whsec_")
+	if !ok {
+		return nil, errors.New("must start with whsec_ (Standard Webhooks format)")
+	}
+	key, err := base64.StdEncoding.DecodeString(raw)
+	if err != nil {
+		return nil, fmt.Errorf("the part after whsec_ is not base64: %v", err)
+	}
+	if len(key) < 16 {
+		return nil, fmt.Errorf("key is %d bytes; use at least 16 (24–64 recommended)", len(key))
+	}
+	return key, nil
+}
+
+// Hostname is os.Hostname with a fallback, for the service and consumer defaults.
+func Hostname() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "sidecar"
+	}
+	return h
+}
