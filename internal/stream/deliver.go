@@ -1,0 +1,189 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/fogis-sidecar/sidecar/internal/backoff"
+	"github.com/fogis-sidecar/sidecar/internal/event"
+)
+
+// process delivers one entry: acknowledge on success, retry with backoff,
+// dead-letter when attempts run out or the handler says the failure is
+// permanent. ctx stops retrying; dctx (ctx plus the grace period) bounds
+// the attempt in flight and the final XACK.
+func (s *Subscriber) process(ctx, dctx context.Context, j job) {
+	log := s.log.With().Str("stream_id", j.id).Logger()
+	ev, err := event.FromValues(j.values)
+	if errors.Is(err, event.ErrNoData) {
+		// Trimmed or deleted before we got to it: nothing to deliver, and
+		// retrying would never succeed. Acknowledge and count it.
+		s.gone.Add(1)
+		log.Warn().Msg("pending entry no longer in the stream; acknowledged without delivery")
+		s.finish(dctx, func(ctx context.Context) error { return s.rdb.XAck(ctx, Key(s.cfg.Topic), s.cfg.Group, j.id).Err() })
+		return
+	}
+	if err != nil {
+		s.deadLetter(dctx, j, nil, err, 0)
+		return
+	}
+	log = log.With().Str("event_id", ev.ID).Logger()
+	for attempt := 1; ; attempt++ {
+		err := s.h.Handle(dctx, Delivery{Topic: s.cfg.Topic, StreamID: j.id, Attempt: attempt, Event: ev})
+		if err == nil {
+			s.finish(dctx, func(ctx context.Context) error { return s.rdb.XAck(ctx, Key(s.cfg.Topic), s.cfg.Group, j.id).Err() })
+			s.delivered.Add(1)
+			s.mu.Lock()
+			s.lastDelivery = time.Now()
+			s.mu.Unlock()
+			log.Debug().Int("attempt", attempt).Msg("delivered")
+			return
+		}
+		if dctx.Err() != nil {
+			return // shutting down past the grace period: stays pending
+		}
+		s.setLastError(err)
+		if isPermanent(err) || attempt >= s.cfg.MaxAttempts {
+			s.deadLetter(dctx, j, ev, err, attempt)
+			return
+		}
+		s.retried.Add(1)
+		wait := retryAfter(err)
+		if wait <= 0 {
+			wait = s.cfg.Backoff.Delay(attempt)
+		}
+		log.Debug().Err(err).Int("attempt", attempt).Dur("wait", wait).Msg("delivery failed; will retry")
+		if !backoff.Sleep(ctx, wait) {
+			return // stopping: stays pending, delivered again after restart
+		}
+	}
+}
+
+// deadLetter writes the entry to the topic's DLQ stream and acknowledges it,
+// in one transaction (both keys share the topic's hash slot).
+func (s *Subscriber) deadLetter(ctx context.Context, j job, ev *event.Event, cause error, attempts int) {
+	var vals []any
+	if ev != nil {
+		vals = ev.Values()
+	} else {
+		for k, v := range j.values {
+			vals = append(vals, k, v)
+		}
+	}
+	vals = append(vals, "error", cause.Error(), "attempts", strconv.Itoa(attempts),
+		"group", s.cfg.Group, "original_id", j.id)
+	s.finish(ctx, func(ctx context.Context) error {
+		_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			p.XAdd(ctx, &redis.XAddArgs{Stream: DLQKey(s.cfg.Topic), Values: vals, MaxLen: s.cfg.DLQMaxLen, Approx: s.cfg.DLQMaxLen > 0})
+			p.XAck(ctx, Key(s.cfg.Topic), s.cfg.Group, j.id)
+			return nil
+		})
+		return err
+	})
+	s.deadLettered.Add(1)
+	evID := ""
+	if ev != nil {
+		evID = ev.ID
+	}
+	s.log.Warn().Str("stream_id", j.id).Str("event_id", evID).Int("attempts", attempts).
+		Str("error", cause.Error()).Msg("dead-lettered")
+}
+
+// finish runs a closing write (XACK, DLQ) until it succeeds or ctx ends.
+// Failing to record an outcome means a second delivery later, so it is
+// worth waiting out a short Redis outage for. A lost group (NOGROUP) has
+// nothing left to acknowledge.
+func (s *Subscriber) finish(ctx context.Context, write func(context.Context) error) {
+	for n := 1; ; n++ {
+		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		err := write(cctx)
+		cancel()
+		if err == nil || isNoGroup(err) || ctx.Err() != nil {
+			return
+		}
+		if n == 1 {
+			s.log.Warn().Err(err).Msg("recording a delivery outcome failed; retrying")
+		}
+		s.setLastError(fmt.Errorf("record outcome: %w", err))
+		if !backoff.Sleep(ctx, backoff.Policy{Initial: 100 * time.Millisecond, Max: 2 * time.Second}.Delay(n)) {
+			return
+		}
+	}
+}
+
+// keepAlive resets the idle time of every entry this consumer holds, so
+// that no other replica claims an event whose webhook is merely slow.
+func (s *Subscriber) keepAlive(ctx context.Context, done <-chan struct{}) {
+	t := time.NewTicker(max(s.cfg.ClaimTimeout/3, 300*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+		}
+		ids := s.inflight.list()
+		if len(ids) == 0 {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := s.rdb.XClaimJustID(cctx, &redis.XClaimArgs{
+			Stream: Key(s.cfg.Topic), Group: s.cfg.Group, Consumer: s.cfg.Consumer, MinIdle: 0, Messages: ids,
+		}).Err()
+		cancel()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			s.log.Debug().Err(err).Int("entries", len(ids)).Msg("keep-alive failed")
+		}
+	}
+}
+
+func isPermanent(err error) bool {
+	var p interface{ Permanent() bool }
+	return errors.As(err, &p) && p.Permanent()
+}
+
+func retryAfter(err error) time.Duration {
+	var r interface{ RetryAfter() time.Duration }
+	if errors.As(err, &r) {
+		return r.RetryAfter()
+	}
+	return 0
+}
+
+// inflight is the set of entry ids read by this consumer and not yet finished.
+type inflight struct {
+	mu  sync.Mutex
+	ids map[string]struct{}
+}
+
+func (f *inflight) add(id string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.ids[id]; ok {
+		return false
+	}
+	f.ids[id] = struct{}{}
+	return true
+}
+
+func (f *inflight) remove(id string) {
+	f.mu.Lock()
+	delete(f.ids, id)
+	f.mu.Unlock()
+}
+
+func (f *inflight) list() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]string, 0, len(f.ids))
+	for id := range f.ids {
+		out = append(out, id)
+	}
+	return out
+}

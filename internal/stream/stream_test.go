@@ -1,0 +1,435 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+
+	"github.com/fogis-sidecar/sidecar/internal/backoff"
+	"github.com/fogis-sidecar/sidecar/internal/event"
+	"github.com/fogis-sidecar/sidecar/internal/redistest"
+)
+
+func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func newEvent(data string) *event.Event {
+	return &event.Event{ID: event.NewID(), Source: "test", Type: "t", Time: time.Now(), ContentType: "text/plain", Data: []byte(data)}
+}
+
+// recorder is a Handler that records deliveries and fails as told.
+type recorder struct {
+	mu    sync.Mutex
+	got   []Delivery
+	fail  func(d Delivery) error
+	block chan struct{} // when set, Handle waits on it
+}
+
+func (r *recorder) Handle(ctx context.Context, d Delivery) error {
+	if r.block != nil {
+		select {
+		case <-r.block:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	r.mu.Lock()
+	r.got = append(r.got, d)
+	f := r.fail
+	r.mu.Unlock()
+	if f != nil {
+		return f(d)
+	}
+	return nil
+}
+
+func (r *recorder) deliveries() []Delivery {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]Delivery(nil), r.got...)
+}
+
+type permErr struct{}
+
+func (permErr) Error() string   { return "410 gone" }
+func (permErr) Permanent() bool { return true }
+
+func startSub(t *testing.T, rdb redis.UniversalClient, cfg SubscriptionConfig, h Handler) (stop func()) {
+	t.Helper()
+	if cfg.Group == "" {
+		cfg.Group = "g"
+	}
+	if cfg.Consumer == "" {
+		cfg.Consumer = "c1"
+	}
+	if cfg.MaxAttempts == 0 {
+		cfg.MaxAttempts = 5
+	}
+	if cfg.Backoff == (backoff.Policy{}) {
+		cfg.Backoff = backoff.Policy{Initial: time.Millisecond, Max: 5 * time.Millisecond}
+	}
+	if cfg.Grace == 0 {
+		cfg.Grace = time.Second
+	}
+	if cfg.Block == 0 {
+		cfg.Block = 200 * time.Millisecond
+	}
+	sub := NewSubscriber(rdb, cfg, h, zerolog.Nop())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = sub.Run(ctx); close(done) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				t.Errorf("subscriber did not stop within 10s")
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+func publishN(t *testing.T, p *Publisher, topic string, n int) []string {
+	t.Helper()
+	var ids []string
+	for i := range n {
+		ev := newEvent(fmt.Sprintf("event-%03d", i))
+		if _, err := p.Publish(context.Background(), topic, ev); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, ev.ID)
+	}
+	return ids
+}
+
+func TestPublishWritesContractFields(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	topic := redistest.UniqueTopic(t, "pub")
+	p := NewPublisher(rdb, Retention{MaxLen: 1000}, time.Minute, zerolog.Nop())
+	ev := newEvent("hello")
+	ev.Subject, ev.TraceParent = "match/1", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+	rc, err := p.Publish(context.Background(), topic, ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rc.ID != ev.ID || rc.StreamID == "" || rc.Topic != topic {
+		t.Fatalf("receipt: got %+v", rc)
+	}
+	msgs, err := rdb.XRange(context.Background(), "sidecar:{"+topic+"}", "-", "+").Result()
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("xrange: got %v, %v; want one entry", msgs, err)
+	}
+	v := msgs[0].Values
+	for k, want := range map[string]string{"id": ev.ID, "source": "test", "type": "t", "content_type": "text/plain",
+		"data": "hello", "subject": "match/1", "traceparent": ev.TraceParent, "time": ev.Time.UTC().Format(time.RFC3339Nano)} {
+		if v[k] != want {
+			t.Errorf("field %s: got %v, want %q", k, v[k], want)
+		}
+	}
+}
+
+func TestIdempotencyKeyPublishesOnce(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	topic := redistest.UniqueTopic(t, "idem")
+	p := NewPublisher(rdb, Retention{MaxLen: 1000}, time.Minute, zerolog.Nop())
+	first := newEvent("a")
+	first.IdempotencyKey = "order-1"
+	r1, err := p.Publish(context.Background(), topic, first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second := newEvent("a")
+	second.IdempotencyKey = "order-1"
+	r2, err := p.Publish(context.Background(), topic, second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r2.ID != r1.ID || r2.StreamID != r1.StreamID || !r2.Duplicate || r1.Duplicate {
+		t.Fatalf("replay: got %+v after %+v, want the same ids and Duplicate", r2, r1)
+	}
+	other := newEvent("b")
+	other.IdempotencyKey = "order-2"
+	if r3, err := p.Publish(context.Background(), topic, other); err != nil || r3.ID == r1.ID {
+		t.Fatalf("another key: got %+v, %v", r3, err)
+	}
+	if n := rdb.XLen(context.Background(), Key(topic)).Val(); n != 2 {
+		t.Fatalf("stream length: got %d, want 2", n)
+	}
+}
+
+func TestRetentionMaxLen(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	topic := redistest.UniqueTopic(t, "trim")
+	p := NewPublisher(rdb, Retention{MaxLen: 10}, time.Minute, zerolog.Nop())
+	publishN(t, p, topic, 500)
+	// Approximate trimming keeps whole macro nodes (100 entries by default).
+	if n := rdb.XLen(context.Background(), Key(topic)).Val(); n >= 500 || n < 10 {
+		t.Fatalf("stream length after 500 appends with MAXLEN ~10: got %d", n)
+	}
+}
+
+func TestDeliversInOrderAndAcks(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	topic := redistest.UniqueTopic(t, "order")
+	p := NewPublisher(rdb, Retention{}, time.Minute, zerolog.Nop())
+	ids := publishN(t, p, topic, 50)
+	rec := &recorder{}
+	startSub(t, rdb, SubscriptionConfig{Topic: topic}, rec)
+	more := publishN(t, p, topic, 50)
+	ids = append(ids, more...)
+	eventually(t, 10*time.Second, "100 deliveries", func() bool { return len(rec.deliveries()) >= 100 })
+	got := rec.deliveries()
+	if len(got) != 100 {
+		t.Fatalf("got %d deliveries, want 100", len(got))
+	}
+	for i, d := range got {
+		if d.Event.ID != ids[i] || d.Attempt != 1 || string(d.Event.Data) != fmt.Sprintf("event-%03d", i%50) {
+			t.Fatalf("delivery %d: got id %s attempt %d data %q, want id %s attempt 1", i, d.Event.ID, d.Attempt, d.Event.Data, ids[i])
+		}
+	}
+	eventually(t, 5*time.Second, "no pending entries", func() bool {
+		return rdb.XPending(context.Background(), Key(topic), "g").Val().Count == 0
+	})
+}
+
+func TestRetryThenSuccessCountsAttempts(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	topic := redistest.UniqueTopic(t, "retry")
+	p := NewPublisher(rdb, Retention{}, time.Minute, zerolog.Nop())
+	rec := &recorder{fail: func(d Delivery) error {
+		if d.Attempt < 3 {
+			return errors.New("503")
+		}
+		return nil
+	}}
+	startSub(t, rdb, SubscriptionConfig{Topic: topic}, rec)
+	publishN(t, p, topic, 2)
+	eventually(t, 5*time.Second, "6 attempts", func() bool { return len(rec.deliveries()) >= 6 })
+	got := rec.deliveries()
+	want := []int{1, 2, 3, 1, 2, 3}
+	for i, d := range got {
+		if d.Attempt != want[i] {
+			t.Fatalf("attempt %d: got %d, want %d (a retrying event must hold back the next)", i, d.Attempt, want[i])
+		}
+		if i < 3 && d.Event.ID != got[0].Event.ID {
+			t.Fatalf("delivery %d is of another event while the first still retried", i)
+		}
+	}
+}
+
+func TestPoisonEventDeadLettersAndLaterEventsFlow(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	topic := redistest.UniqueTopic(t, "dlq")
+	p := NewPublisher(rdb, Retention{}, time.Minute, zerolog.Nop())
+	rec := &recorder{fail: func(d Delivery) error {
+		switch string(d.Event.Data) {
+		case "event-001":
+			return errors.New("500 boom")
+		case "event-003":
+			return permErr{}
+		}
+		return nil
+	}}
+	startSub(t, rdb, SubscriptionConfig{Topic: topic, MaxAttempts: 4}, rec)
+	ids := publishN(t, p, topic, 5)
+	eventually(t, 5*time.Second, "two DLQ entries", func() bool { return rdb.XLen(context.Background(), DLQKey(topic)).Val() == 2 })
+	dlq := rdb.XRange(context.Background(), DLQKey(topic), "-", "+").Val()
+	if dlq[0].Values["id"] != ids[1] || dlq[0].Values["attempts"] != "4" || dlq[0].Values["error"] != "500 boom" ||
+		dlq[0].Values["group"] != "g" || dlq[0].Values["data"] != "event-001" || dlq[0].Values["original_id"] == "" {
+		t.Fatalf("dlq[0]: got %v", dlq[0].Values)
+	}
+	if dlq[1].Values["id"] != ids[3] || dlq[1].Values["attempts"] != "1" {
+		t.Fatalf("dlq[1] (permanent failure, no retry): got %v", dlq[1].Values)
+	}
+	eventually(t, 5*time.Second, "all acknowledged", func() bool {
+		return rdb.XPending(context.Background(), Key(topic), "g").Val().Count == 0
+	})
+	var ok []string
+	for _, d := range rec.deliveries() {
+		if d.Event.ID != ids[1] && d.Event.ID != ids[3] {
+			ok = append(ok, d.Event.ID)
+		}
+	}
+	if len(ok) != 3 || ok[0] != ids[0] || ok[1] != ids[2] || ok[2] != ids[4] {
+		t.Fatalf("healthy events: got %v, want %v", ok, []string{ids[0], ids[2], ids[4]})
+	}
+}
+
+func TestRestartRedeliversOwnPendingFirst(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	topic := redistest.UniqueTopic(t, "pending")
+	p := NewPublisher(rdb, Retention{}, time.Minute, zerolog.Nop())
+	ids := publishN(t, p, topic, 3)
+	// A previous life of consumer c1 read all three and died before acking.
+	if err := rdb.XGroupCreate(context.Background(), Key(topic), "g", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.XReadGroup(context.Background(), &redis.XReadGroupArgs{Group: "g", Consumer: "c1", Streams: []string{Key(topic), ">"}, Count: 3, Block: -1}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	later := publishN(t, p, topic, 2)
+	rec := &recorder{}
+	startSub(t, rdb, SubscriptionConfig{Topic: topic, Consumer: "c1"}, rec)
+	eventually(t, 5*time.Second, "5 deliveries", func() bool { return len(rec.deliveries()) >= 5 })
+	want := append(ids, later...)
+	for i, d := range rec.deliveries() {
+		if d.Event.ID != want[i] {
+			t.Fatalf("delivery %d: got %s, want %s", i, d.Event.ID, want[i])
+		}
+	}
+}
+
+func TestClaimsFromDeadConsumerButNotFromSlowOne(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	topic := redistest.UniqueTopic(t, "claim")
+	p := NewPublisher(rdb, Retention{}, time.Minute, zerolog.Nop())
+	ids := publishN(t, p, topic, 1)
+	if err := rdb.XGroupCreate(context.Background(), Key(topic), "g", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	// "dead" read the first entry and vanished.
+	rdb.XReadGroup(context.Background(), &redis.XReadGroupArgs{Group: "g", Consumer: "dead", Streams: []string{Key(topic), ">"}, Count: 1, Block: -1})
+
+	// A slow consumer holds the second entry in its webhook far past the claim timeout.
+	slow := &recorder{block: make(chan struct{})}
+	stopSlow := startSub(t, rdb, SubscriptionConfig{Topic: topic, Consumer: "slow", ClaimTimeout: time.Second}, slow)
+	second := publishN(t, p, topic, 1)
+	eventually(t, 5*time.Second, "slow consumer holding an entry", func() bool {
+		ext := rdb.XPendingExt(context.Background(), &redis.XPendingExtArgs{Stream: Key(topic), Group: "g", Start: "-", End: "+", Count: 10, Consumer: "slow"}).Val()
+		return len(ext) >= 1
+	})
+	live := &recorder{}
+	startSub(t, rdb, SubscriptionConfig{Topic: topic, Consumer: "live", ClaimTimeout: time.Second}, live)
+	eventually(t, 10*time.Second, "dead consumer's entry claimed and delivered", func() bool {
+		for _, d := range live.deliveries() {
+			if d.Event.ID == ids[0] {
+				return true
+			}
+		}
+		return false
+	})
+	// Hold the slow webhook for 3 claim timeouts: keep-alive must keep its entry.
+	time.Sleep(3 * time.Second)
+	for _, d := range live.deliveries() {
+		if d.Event.ID == second[0] {
+			t.Fatalf("entry in flight on the slow consumer was stolen")
+		}
+	}
+	close(slow.block)
+	stopSlow()
+	eventually(t, 5*time.Second, "all acknowledged", func() bool {
+		return rdb.XPending(context.Background(), Key(topic), "g").Val().Count == 0
+	})
+}
+
+func TestPendingEntryNoLongerInStreamIsAcked(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	topic := redistest.UniqueTopic(t, "gone")
+	p := NewPublisher(rdb, Retention{}, time.Minute, zerolog.Nop())
+	ids := publishN(t, p, topic, 2)
+	ctx := context.Background()
+	rdb.XGroupCreate(ctx, Key(topic), "g", "0")
+	msgs := rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "g", Consumer: "c1", Streams: []string{Key(topic), ">"}, Count: 2, Block: -1}).Val()
+	rdb.XDel(ctx, Key(topic), msgs[0].Messages[0].ID)
+	rec := &recorder{}
+	stop := startSub(t, rdb, SubscriptionConfig{Topic: topic, Consumer: "c1"}, rec)
+	eventually(t, 5*time.Second, "all acknowledged", func() bool { return rdb.XPending(ctx, Key(topic), "g").Val().Count == 0 })
+	got := rec.deliveries()
+	if len(got) != 1 || got[0].Event.ID != ids[1] {
+		t.Fatalf("got %d deliveries, want only %s", len(got), ids[1])
+	}
+	stop()
+}
+
+func TestConcurrencyDeliversInParallel(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	topic := redistest.UniqueTopic(t, "conc")
+	p := NewPublisher(rdb, Retention{}, time.Minute, zerolog.Nop())
+	var mu sync.Mutex
+	cur, peak := 0, 0
+	release := make(chan struct{})
+	h := handlerFunc(func(ctx context.Context, d Delivery) error {
+		mu.Lock()
+		cur++
+		peak = max(peak, cur)
+		mu.Unlock()
+		<-release
+		mu.Lock()
+		cur--
+		mu.Unlock()
+		return nil
+	})
+	startSub(t, rdb, SubscriptionConfig{Topic: topic, Concurrency: 8}, h)
+	publishN(t, p, topic, 20)
+	eventually(t, 5*time.Second, "8 deliveries in flight at once", func() bool { mu.Lock(); defer mu.Unlock(); return peak == 8 })
+	close(release)
+	eventually(t, 5*time.Second, "all acknowledged", func() bool {
+		return rdb.XPending(context.Background(), Key(topic), "g").Val().Count == 0 && rdb.XInfoGroups(context.Background(), Key(topic)).Val()[0].EntriesRead == 20
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if peak != 8 {
+		t.Fatalf("peak concurrency: got %d, want 8", peak)
+	}
+}
+
+type handlerFunc func(ctx context.Context, d Delivery) error
+
+func (f handlerFunc) Handle(ctx context.Context, d Delivery) error { return f(ctx, d) }
+
+func TestHealsAfterRedisRestartLosesGroup(t *testing.T) {
+	srv := redistest.StartProcess(t)
+	rdb := srv.Client(t)
+	topic := redistest.UniqueTopic(t, "heal")
+	p := NewPublisher(rdb, Retention{}, time.Minute, zerolog.Nop())
+	rec := &recorder{}
+	sub := NewSubscriber(rdb, SubscriptionConfig{Topic: topic, Group: "g", Consumer: "c1", MaxAttempts: 3,
+		Backoff: backoff.Policy{Initial: time.Millisecond, Max: time.Millisecond}, Grace: time.Second, Block: 200 * time.Millisecond}, rec, zerolog.Nop())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = sub.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	publishN(t, p, topic, 3)
+	eventually(t, 5*time.Second, "3 deliveries", func() bool { return len(rec.deliveries()) == 3 })
+
+	srv.Restart() // empty: stream and group are gone
+	eventually(t, 10*time.Second, "publish after restart", func() bool {
+		_, err := p.Publish(context.Background(), topic, newEvent("after-restart"))
+		return err == nil
+	})
+	eventually(t, 15*time.Second, "delivery after the group was recreated", func() bool { return len(rec.deliveries()) == 4 })
+	if got := string(rec.deliveries()[3].Event.Data); got != "after-restart" {
+		t.Fatalf("got %q, want after-restart", got)
+	}
+	if !sub.Running() {
+		t.Fatal("subscriber not running after healing")
+	}
+}

@@ -1,0 +1,320 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+
+	"github.com/fogis-sidecar/sidecar/internal/backoff"
+	"github.com/fogis-sidecar/sidecar/internal/event"
+)
+
+// Delivery is one attempt to hand an event to a subscriber.
+type Delivery struct {
+	Topic    string
+	StreamID string
+	Attempt  int // 1, 2, … within this sidecar's handling of the entry
+	Event    *event.Event
+}
+
+// Handler delivers one event. A nil error acknowledges it. An error is
+// retried unless it has a method Permanent() bool that returns true; a
+// method RetryAfter() time.Duration > 0 sets the wait before the next try.
+type Handler interface {
+	Handle(ctx context.Context, d Delivery) error
+}
+
+// SubscriptionConfig says what a Subscriber reads and how it retries.
+type SubscriptionConfig struct {
+	Topic        string
+	Group        string
+	Consumer     string
+	StartLatest  bool           // where a new group starts: "$" instead of "0"
+	Concurrency  int            // deliveries in flight; 1 = stream order
+	MaxAttempts  int            // then dead-letter
+	Backoff      backoff.Policy // between delivery attempts
+	ClaimTimeout time.Duration  // idle time after which another consumer's entry is claimed
+	Grace        time.Duration  // on stop, how long in-flight deliveries may finish
+	DLQMaxLen    int64          // approximate MAXLEN of the DLQ stream; 0 = unbounded
+	Block        time.Duration  // XREADGROUP BLOCK; default 2s
+}
+
+// Stats are a subscription's counters since start.
+type Stats struct {
+	Delivered    uint64    `json:"delivered"`
+	Retried      uint64    `json:"retried"`
+	DeadLettered uint64    `json:"dead_lettered"`
+	Gone         uint64    `json:"gone"` // pending entries the stream no longer held
+	LastDelivery time.Time `json:"last_delivery,omitzero"`
+	LastError    string    `json:"last_error,omitempty"`
+}
+
+// Subscriber consumes one topic through one consumer group and hands each
+// entry to a Handler: own pending entries first, then entries idle on dead
+// consumers, then new ones.
+type Subscriber struct {
+	rdb redis.UniversalClient
+	cfg SubscriptionConfig
+	h   Handler
+	log zerolog.Logger
+
+	running  atomic.Bool
+	inflight inflight
+
+	delivered, retried, deadLettered, gone atomic.Uint64
+	mu                                     sync.Mutex
+	lastDelivery                           time.Time
+	lastError                              string
+}
+
+// job is one stream entry handed from the reader to a worker.
+type job struct {
+	id     string
+	values map[string]any
+}
+
+// NewSubscriber returns a Subscriber; Run starts it.
+func NewSubscriber(rdb redis.UniversalClient, cfg SubscriptionConfig, h Handler, log zerolog.Logger) *Subscriber {
+	if cfg.Concurrency < 1 {
+		cfg.Concurrency = 1
+	}
+	if cfg.MaxAttempts < 1 {
+		cfg.MaxAttempts = 1
+	}
+	if cfg.Block <= 0 {
+		cfg.Block = 2 * time.Second
+	}
+	if cfg.ClaimTimeout <= 0 {
+		cfg.ClaimTimeout = 30 * time.Second
+	}
+	return &Subscriber{rdb: rdb, cfg: cfg, h: h, log: log, inflight: inflight{ids: map[string]struct{}{}}}
+}
+
+// Config returns the subscription's configuration.
+func (s *Subscriber) Config() SubscriptionConfig { return s.cfg }
+
+// Running reports whether the subscriber has its group and is reading.
+func (s *Subscriber) Running() bool { return s.running.Load() }
+
+// Stats returns the counters.
+func (s *Subscriber) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return Stats{
+		Delivered: s.delivered.Load(), Retried: s.retried.Load(),
+		DeadLettered: s.deadLettered.Load(), Gone: s.gone.Load(),
+		LastDelivery: s.lastDelivery, LastError: s.lastError,
+	}
+}
+
+func (s *Subscriber) setLastError(err error) {
+	s.mu.Lock()
+	s.lastError = err.Error()
+	s.mu.Unlock()
+}
+
+// Run reads and delivers until ctx is done, then stops reading and gives
+// in-flight deliveries up to Grace to finish. Entries not finished stay
+// pending in Redis and are delivered again after a restart.
+func (s *Subscriber) Run(ctx context.Context) error {
+	// Deliveries outlive ctx by Grace so a webhook mid-request can answer.
+	dctx, dcancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer dcancel()
+	stopAfter := context.AfterFunc(ctx, func() {
+		t := time.NewTimer(s.cfg.Grace)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			dcancel()
+		case <-dctx.Done():
+		}
+	})
+	defer stopAfter()
+
+	jobs := make(chan job)
+	var workers sync.WaitGroup
+	for range s.cfg.Concurrency {
+		workers.Go(func() {
+			for j := range jobs {
+				s.process(ctx, dctx, j)
+				s.inflight.remove(j.id)
+			}
+		})
+	}
+	keepaliveDone := make(chan struct{})
+	var keepalive sync.WaitGroup
+	keepalive.Go(func() { s.keepAlive(dctx, keepaliveDone) })
+
+	s.read(ctx, jobs)
+	close(jobs)
+	workers.Wait()
+	close(keepaliveDone)
+	keepalive.Wait()
+	s.running.Store(false)
+	return nil
+}
+
+// read fetches entries and dispatches them until ctx is done. Redis errors
+// back off; a lost group (NOGROUP: Redis restarted empty) is recreated.
+func (s *Subscriber) read(ctx context.Context, jobs chan<- job) {
+	key := Key(s.cfg.Topic)
+	var (
+		needGroup     = true
+		recreate      = false
+		failures      = 0
+		pendingCursor string
+		claimCursor   = "0-0"
+		nextClaim     time.Time
+		claimEvery    = max(s.cfg.ClaimTimeout/2, time.Second)
+	)
+	fail := func(what string, err error) {
+		if ctx.Err() != nil {
+			return
+		}
+		failures++
+		s.setLastError(err)
+		if failures == 1 {
+			s.running.Store(false)
+			s.log.Warn().Err(err).Str("op", what).Msg("subscription paused: redis error; retrying with backoff")
+		}
+		backoff.Sleep(ctx, backoff.Policy{Initial: 100 * time.Millisecond, Max: 5 * time.Second}.Delay(failures))
+	}
+	for ctx.Err() == nil {
+		if needGroup {
+			if err := s.ensureGroup(ctx, key, recreate); err != nil {
+				fail("xgroup create", err)
+				continue
+			}
+			needGroup = false
+			pendingCursor = "0" // re-deliver what this consumer had read but not acknowledged
+		}
+		var (
+			msgs []redis.XMessage
+			err  error
+			op   string
+		)
+		switch {
+		case pendingCursor != "":
+			op = "xreadgroup pending"
+			msgs, err = s.readGroup(ctx, key, pendingCursor, 0)
+			if err == nil {
+				if len(msgs) == 0 {
+					pendingCursor = ""
+				} else {
+					pendingCursor = msgs[len(msgs)-1].ID
+				}
+			}
+		case time.Now().After(nextClaim):
+			op = "xautoclaim"
+			msgs, claimCursor, err = s.autoClaim(ctx, key, claimCursor)
+			if err == nil && claimCursor == "0-0" {
+				nextClaim = time.Now().Add(claimEvery)
+			}
+		default:
+			op = "xreadgroup"
+			msgs, err = s.readGroup(ctx, key, ">", s.cfg.Block)
+		}
+		if err != nil {
+			if isNoGroup(err) {
+				// The stream or group vanished (Redis restarted without data, or
+				// someone deleted it). Recreate from the start of what is there
+				// now: everything in it was written after the loss.
+				s.log.Warn().Str("op", op).Msg("consumer group missing; recreating it")
+				needGroup, recreate = true, true
+				continue
+			}
+			fail(op, err)
+			continue
+		}
+		if failures > 0 || !s.running.Load() {
+			if failures > 0 {
+				s.log.Info().Int("failures", failures).Msg("subscription resumed")
+			}
+			failures = 0
+			s.running.Store(true)
+		}
+		for _, m := range msgs {
+			if !s.inflight.add(m.ID) {
+				continue // already being delivered here
+			}
+			select {
+			case jobs <- job{id: m.ID, values: m.Values}:
+			case <-ctx.Done():
+				s.inflight.remove(m.ID)
+				return
+			}
+		}
+	}
+}
+
+func (s *Subscriber) batch() int64 { return int64(min(max(s.cfg.Concurrency, 10), 100)) }
+
+func (s *Subscriber) readGroup(ctx context.Context, key, id string, block time.Duration) ([]redis.XMessage, error) {
+	args := &redis.XReadGroupArgs{
+		Group: s.cfg.Group, Consumer: s.cfg.Consumer, Streams: []string{key, id},
+		Count: s.batch(), Block: block,
+	}
+	if block == 0 {
+		args.Block = -1 // no BLOCK clause: pending history answers at once
+	}
+	// A bound on the call, so a stalled Redis cannot hold the reader (and shutdown).
+	cctx, cancel := context.WithTimeout(ctx, block+3*time.Second)
+	defer cancel()
+	streams, err := s.rdb.XReadGroup(cctx, args).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("xreadgroup %s %s: %w", key, id, err)
+	}
+	var msgs []redis.XMessage
+	for _, st := range streams {
+		msgs = append(msgs, st.Messages...)
+	}
+	return msgs, nil
+}
+
+func (s *Subscriber) autoClaim(ctx context.Context, key, cursor string) ([]redis.XMessage, string, error) {
+	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	msgs, next, err := s.rdb.XAutoClaim(cctx, &redis.XAutoClaimArgs{
+		Stream: key, Group: s.cfg.Group, Consumer: s.cfg.Consumer,
+		MinIdle: s.cfg.ClaimTimeout, Start: cursor, Count: s.batch(),
+	}).Result()
+	if err != nil {
+		return nil, cursor, fmt.Errorf("xautoclaim %s: %w", key, err)
+	}
+	if len(msgs) > 0 {
+		s.log.Info().Int("entries", len(msgs)).Msg("claimed entries idle on another consumer")
+	}
+	return msgs, next, nil
+}
+
+func (s *Subscriber) ensureGroup(ctx context.Context, key string, recreate bool) error {
+	start := "0"
+	if s.cfg.StartLatest && !recreate {
+		start = "$"
+	}
+	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	err := s.rdb.XGroupCreateMkStream(cctx, key, s.cfg.Group, start).Err()
+	if err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
+		return fmt.Errorf("xgroup create %s %s: %w", key, s.cfg.Group, err)
+	}
+	if err == nil {
+		s.log.Info().Str("start", start).Msg("consumer group created")
+	}
+	return nil
+}
+
+func isNoGroup(err error) bool {
+	var rerr redis.Error
+	return errors.As(err, &rerr) && strings.HasPrefix(rerr.Error(), "NOGROUP")
+}
