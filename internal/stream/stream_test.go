@@ -376,7 +376,7 @@ func TestConcurrencyDeliversInParallel(t *testing.T) {
 	var mu sync.Mutex
 	cur, peak := 0, 0
 	release := make(chan struct{})
-	h := handlerFunc(func(ctx context.Context, d Delivery) error {
+	h := HandlerFunc(func(ctx context.Context, d Delivery) error {
 		mu.Lock()
 		cur++
 		peak = max(peak, cur)
@@ -401,9 +401,6 @@ func TestConcurrencyDeliversInParallel(t *testing.T) {
 	}
 }
 
-type handlerFunc func(ctx context.Context, d Delivery) error
-
-func (f handlerFunc) Handle(ctx context.Context, d Delivery) error { return f(ctx, d) }
 
 func TestHealsAfterRedisRestartLosesGroup(t *testing.T) {
 	srv := redistest.StartProcess(t)

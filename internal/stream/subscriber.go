@@ -318,3 +318,9 @@ func isNoGroup(err error) bool {
 	var rerr redis.Error
 	return errors.As(err, &rerr) && strings.HasPrefix(rerr.Error(), "NOGROUP")
 }
+
+// HandlerFunc adapts a function to a Handler.
+type HandlerFunc func(ctx context.Context, d Delivery) error
+
+// Handle calls f.
+func (f HandlerFunc) Handle(ctx context.Context, d Delivery) error { return f(ctx, d) }

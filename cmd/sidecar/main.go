@@ -1,0 +1,213 @@
+// Command sidecar runs beside a service and gives it durable pub/sub over
+// plain HTTP, on Redis Streams.
+//
+//	service ──POST /v1/publish/{topic}──▶ API ──XADD──▶ sidecar:{topic}   (Redis)
+//	sidecar:{topic} ──XREADGROUP──▶ Subscriber ──POST──▶ service webhook
+//	                 2xx: XACK · 408/429/5xx: retry with backoff · else / exhausted: DLQ + XACK
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"syscall"
+	"time"
+
+	actors "github.com/oklog/run"
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+
+	"github.com/fogis-sidecar/sidecar/internal/backoff"
+	"github.com/fogis-sidecar/sidecar/internal/config"
+	"github.com/fogis-sidecar/sidecar/internal/devredis"
+	"github.com/fogis-sidecar/sidecar/internal/health"
+	"github.com/fogis-sidecar/sidecar/internal/httpbridge"
+	"github.com/fogis-sidecar/sidecar/internal/stream"
+)
+
+// version is set at build time: -ldflags "-X main.version=…".
+var version = "dev"
+
+func main() {
+	if err := run(context.Background(), os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "sidecar:", err)
+		os.Exit(1)
+	}
+}
+
+// run is the whole program; main only maps its error to an exit code.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "version" {
+		fmt.Fprintln(stdout, "sidecar", version)
+		return nil
+	}
+	cfg, err := config.Load(args, getenv, config.Hostname(), stdout)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	logger, err := newLogger(cfg, stderr)
+	if err != nil {
+		return err
+	}
+	return serve(ctx, cfg, logger)
+}
+
+func newLogger(cfg *config.Config, w io.Writer) (zerolog.Logger, error) {
+	lvl, err := zerolog.ParseLevel(cfg.LogLevel)
+	if err != nil {
+		return zerolog.Nop(), fmt.Errorf("log.level: %w", err)
+	}
+	if cfg.LogFormat == "console" {
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339}
+	}
+	return zerolog.New(w).Level(lvl).With().Timestamp().Str("service", cfg.Service).Logger(), nil
+}
+
+func serve(ctx context.Context, cfg *config.Config, logger zerolog.Logger) error {
+	if cfg.Dev {
+		stopDev, err := startDevRedis(cfg, logger)
+		if err != nil {
+			return err
+		}
+		defer stopDev()
+	}
+	rdb, err := config.NewRedisClient(cfg.RedisURL)
+	if err != nil {
+		return fmt.Errorf("redis.url: %w", err)
+	}
+	// Closed last: after every actor that uses it has returned.
+	defer rdb.Close()
+
+	component := func(name string) zerolog.Logger { return logger.With().Str("component", name).Logger() }
+	monitor := health.NewMonitor(rdb, time.Second, component("redis-monitor"))
+	subs, runners, err := newSubscribers(cfg, rdb, component)
+	if err != nil {
+		return err
+	}
+	readiness := health.NewReadiness(monitor, runners)
+	publisher := stream.NewPublisher(rdb,
+		stream.Retention{MaxLen: cfg.Retention.MaxLen, MaxAge: cfg.Retention.MaxAge},
+		cfg.IdempotencyWindow, component("publisher"))
+	api := httpbridge.NewAPI(httpbridge.APIConfig{
+		Service: cfg.Service, Token: cfg.APIToken, MaxBody: cfg.MaxBody, PublishTimeout: cfg.PublishTimeout,
+	}, publisher, readiness.Handler(), component("api"))
+
+	// Bind before running, so a port conflict fails the start, not a goroutine.
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	srv := httpbridge.NewServer(api, component("http"))
+
+	// Interrupts run in Add order. The signal handler comes first; the HTTP
+	// server turns readiness off before it drains, so load balancers stop
+	// sending; subscribers stop reading after that and finish in-flight
+	// deliveries within the grace period; the Redis client closes after
+	// g.Run returns.
+	var g actors.Group
+	{
+		// Signal handler: SIGINT/SIGTERM end the group with a SignalError.
+		g.Add(actors.SignalHandler(ctx, os.Interrupt, syscall.SIGTERM))
+	}
+	{
+		// HTTP API: publish, health.
+		g.Add(func() error {
+			logger.Info().Str("listen", ln.Addr().String()).Str("redis", config.RedactURL(cfg.RedisURL)).
+				Int("subscriptions", len(subs)).Str("version", version).Msg("sidecar started")
+			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("http: %w", err)
+			}
+			return nil
+		}, func(error) {
+			readiness.SetDraining()
+			sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
+			defer cancel()
+			if err := srv.Shutdown(sctx); err != nil {
+				logger.Warn().Err(err).Msg("http shutdown: grace period ended with requests in flight")
+			}
+		})
+	}
+	{
+		// Redis health monitor.
+		mctx, cancel := context.WithCancel(ctx)
+		g.Add(func() error { return monitor.Run(mctx) }, func(error) { cancel() })
+	}
+	for _, s := range subs {
+		// One subscriber per subscription: read, deliver, retry, dead-letter.
+		sctx, cancel := context.WithCancel(ctx)
+		g.Add(func() error { return s.Run(sctx) }, func(error) { cancel() })
+	}
+
+	err = g.Run()
+	var sig actors.SignalError
+	if errors.As(err, &sig) {
+		logger.Info().Str("signal", sig.Signal.String()).Msg("sidecar stopped")
+		return nil
+	}
+	return err
+}
+
+// newSubscribers builds one subscriber per configured subscription, each
+// with its own webhook deliverer.
+func newSubscribers(cfg *config.Config, rdb redis.UniversalClient, component func(string) zerolog.Logger) ([]*stream.Subscriber, map[string]health.Runner, error) {
+	var secret []byte
+	if cfg.WebhookSecret != "" {
+		var err error
+		if secret, err = config.DecodeWebhookSecret(cfg.WebhookSecret); err != nil {
+			return nil, nil, fmt.Errorf("webhook_secret: %w", err)
+		}
+	}
+	var subs []*stream.Subscriber
+	runners := map[string]health.Runner{}
+	for _, sc := range cfg.Subscriptions {
+		client := &http.Client{Transport: &http.Transport{
+			Proxy:               http.ProxyFromEnvironment,
+			DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			MaxIdleConns:        sc.Concurrency * 2,
+			MaxIdleConnsPerHost: sc.Concurrency * 2,
+			IdleConnTimeout:     90 * time.Second,
+		}}
+		wh := &httpbridge.Webhook{URL: sc.URL, Timeout: sc.Timeout, Secret: secret, Client: client}
+		handler := stream.HandlerFunc(func(ctx context.Context, d stream.Delivery) error {
+			return wh.Deliver(ctx, d.Topic, d.Attempt, d.Event)
+		})
+		log := component("subscriber").With().Str("topic", sc.Topic).Str("group", sc.Group).Logger()
+		s := stream.NewSubscriber(rdb, stream.SubscriptionConfig{
+			Topic: sc.Topic, Group: sc.Group, Consumer: cfg.Consumer,
+			StartLatest: sc.Start == config.StartLatest, Concurrency: sc.Concurrency,
+			MaxAttempts: sc.MaxAttempts, Backoff: backoff.Policy{Initial: sc.Backoff.Initial, Max: sc.Backoff.Max},
+			ClaimTimeout: cfg.ClaimTimeout, Grace: cfg.ShutdownGrace, DLQMaxLen: cfg.Retention.MaxLen,
+		}, handler, log)
+		subs = append(subs, s)
+		runners[sc.Topic+"/"+sc.Group] = s
+	}
+	return subs, runners, nil
+}
+
+// startDevRedis starts dev mode's in-memory server when nothing answers at
+// the configured address.
+func startDevRedis(cfg *config.Config, logger zerolog.Logger) (func(), error) {
+	o, err := redis.ParseURL(cfg.RedisURL)
+	if err != nil {
+		return nil, fmt.Errorf("--dev needs a plain redis:// URL: %w", err)
+	}
+	m, err := devredis.StartIfAbsent(o.Addr)
+	if err != nil {
+		return nil, err
+	}
+	if m == nil {
+		logger.Info().Str("addr", o.Addr).Msg("dev mode: a Redis already answers there; using it")
+		return func() {}, nil
+	}
+	logger.Warn().Str("addr", o.Addr).
+		Msg("DEV MODE: started an embedded in-memory Redis; events are NOT durable and vanish on exit — never use --dev in production")
+	return m.Close, nil
+}

@@ -1,0 +1,196 @@
+package httpbridge
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/rs/zerolog"
+
+	"github.com/fogis-sidecar/sidecar/internal/event"
+)
+
+// Publisher is what the API needs of the event log.
+type Publisher interface {
+	Publish(ctx context.Context, topic string, ev *event.Event) (event.Receipt, error)
+}
+
+// APIConfig configures the HTTP API.
+type APIConfig struct {
+	Service        string        // event source
+	Token          string        // bearer token; "" = open
+	MaxBody        int64         // bytes
+	PublishTimeout time.Duration // longest a publish waits on the log
+}
+
+// NewAPI returns the sidecar's HTTP handler. health serves /healthz and
+// /readyz, which stay open when a token is set.
+func NewAPI(cfg APIConfig, pub Publisher, health http.Handler, log zerolog.Logger) http.Handler {
+	a := &api{cfg: cfg, pub: pub, log: log, now: time.Now}
+	r := chi.NewRouter()
+	r.NotFound(func(w http.ResponseWriter, _ *http.Request) {
+		writeError(w, http.StatusNotFound, "not_found", "no such endpoint")
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, _ *http.Request) {
+		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "method not allowed on this endpoint")
+	})
+	r.Method(http.MethodGet, "/healthz", health)
+	r.Method(http.MethodGet, "/readyz", health)
+	r.Group(func(r chi.Router) {
+		r.Use(a.authenticate)
+		r.Post("/v1/publish/{topic}", a.publish)
+	})
+	return r
+}
+
+type api struct {
+	cfg APIConfig
+	pub Publisher
+	log zerolog.Logger
+	now func() time.Time
+}
+
+func (a *api) authenticate(next http.Handler) http.Handler {
+	if a.cfg.Token == "" {
+		return next
+	}
+	want := []byte("Bearer " + a.cfg.Token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got := []byte(r.Header.Get("Authorization"))
+		if subtle.ConstantTimeCompare(got, want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="sidecar"`)
+			writeError(w, http.StatusUnauthorized, "unauthorized", "missing or wrong bearer token")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (a *api) publish(w http.ResponseWriter, r *http.Request) {
+	topic := chi.URLParam(r, "topic")
+	if err := event.ValidateTopic(topic); err != nil {
+		writeError(w, http.StatusBadRequest, "invalid_topic", err.Error())
+		return
+	}
+	ev, status, code, err := a.readEvent(w, r)
+	if err != nil {
+		writeError(w, status, code, err.Error())
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), a.cfg.PublishTimeout)
+	defer cancel()
+	rc, err := a.pub.Publish(ctx, topic, ev)
+	if err != nil {
+		a.log.Warn().Err(err).Str("topic", topic).Str("event_id", ev.ID).Msg("publish failed")
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "the event log is unavailable; the event was not accepted, retry later")
+		return
+	}
+	if rc.Duplicate {
+		w.Header().Set("Idempotent-Replayed", "true")
+	}
+	writeJSON(w, http.StatusAccepted, rc)
+}
+
+// readEvent builds the event from the request: a structured CloudEvent, or
+// the body as data with attributes from ce-* headers (binary mode).
+func (a *api) readEvent(w http.ResponseWriter, r *http.Request) (*event.Event, int, string, error) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.cfg.MaxBody))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return nil, http.StatusRequestEntityTooLarge, "too_large", errors.New("body exceeds " + humanBytes(a.cfg.MaxBody))
+		}
+		return nil, http.StatusBadRequest, "bad_body", errors.New("reading body: " + err.Error())
+	}
+	ct := r.Header.Get("Content-Type")
+	var ev *event.Event
+	if event.IsStructuredCloudEvent(ct) {
+		ev, err = event.ParseStructuredCloudEvent(body, a.cfg.Service, a.now())
+		if err != nil {
+			return nil, http.StatusBadRequest, "malformed_cloudevent", err
+		}
+	} else {
+		ev = &event.Event{
+			ID: event.NewID(), Source: a.cfg.Service, Type: chi.URLParam(r, "topic"),
+			Time: a.now(), ContentType: ct, Data: body,
+		}
+		if ev.ContentType == "" {
+			ev.ContentType = event.DefaultContentType
+		}
+		for _, h := range []struct {
+			name string
+			dst  *string
+		}{{"ce-id", &ev.ID}, {"ce-type", &ev.Type}, {"ce-subject", &ev.Subject}} {
+			if v, ok := header(r, h.name); ok {
+				if err := event.ValidateAttr(h.name, v); err != nil {
+					return nil, http.StatusBadRequest, "invalid_header", err
+				}
+				*h.dst = v
+			}
+		}
+	}
+	for _, h := range []struct {
+		name string
+		dst  *string
+	}{{"traceparent", &ev.TraceParent}, {"Idempotency-Key", &ev.IdempotencyKey}} {
+		if v, ok := header(r, h.name); ok {
+			if err := event.ValidateAttr(h.name, v); err != nil {
+				return nil, http.StatusBadRequest, "invalid_header", err
+			}
+			*h.dst = v
+		}
+	}
+	return ev, 0, "", nil
+}
+
+func header(r *http.Request, name string) (string, bool) {
+	vs, ok := r.Header[http.CanonicalHeaderKey(name)]
+	if !ok || len(vs) == 0 {
+		return "", false
+	}
+	return strings.TrimSpace(vs[0]), true
+}
+
+func humanBytes(n int64) string {
+	switch {
+	case n%(1<<20) == 0:
+		return itoa(n>>20) + " MiB"
+	case n%(1<<10) == 0:
+		return itoa(n>>10) + " KiB"
+	}
+	return itoa(n) + " bytes"
+}
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// writeError writes the contract's error shape {"error","code"}.
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, map[string]string{"error": msg, "code": code})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// NewServer returns an http.Server with timeouts, so a slow or half-sent
+// request cannot hold a connection (or the server) for long.
+func NewServer(h http.Handler, log zerolog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          newStdLogger(log),
+	}
+}

@@ -1,0 +1,147 @@
+// Package httpbridge is sidecar's HTTP side: the publish API, and webhook
+// delivery of events to the service beside it.
+package httpbridge
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/fogis-sidecar/sidecar/internal/event"
+)
+
+// Doer models http.Client.
+type Doer interface {
+	Do(*http.Request) (*http.Response, error)
+}
+
+// Webhook POSTs events to one URL with the contract's headers.
+type Webhook struct {
+	URL     string
+	Timeout time.Duration // per attempt
+	Secret  []byte        // Standard Webhooks key; nil = unsigned
+	Client  Doer
+	Now     func() time.Time
+}
+
+// maxRetryAfter caps a receiver's Retry-After, so one odd header cannot
+// park a subscription for days.
+const maxRetryAfter = 10 * time.Minute
+
+// DeliveryError is a failed delivery attempt. The stream layer reads its
+// Permanent and RetryAfter methods to decide what happens next.
+type DeliveryError struct {
+	Status     int // 0 when no HTTP answer came
+	Err        error
+	permanent  bool
+	retryAfter time.Duration
+}
+
+func (e *DeliveryError) Error() string {
+	if e.Status != 0 {
+		return fmt.Sprintf("webhook answered %d: %v", e.Status, e.Err)
+	}
+	return fmt.Sprintf("webhook: %v", e.Err)
+}
+
+func (e *DeliveryError) Unwrap() error { return e.Err }
+
+// Permanent reports whether retrying cannot help (a 4xx other than 408 and 429).
+func (e *DeliveryError) Permanent() bool { return e.permanent }
+
+// RetryAfter is the receiver's Retry-After, if it sent one.
+func (e *DeliveryError) RetryAfter() time.Duration { return e.retryAfter }
+
+// Deliver makes one delivery attempt of ev.
+func (w *Webhook) Deliver(ctx context.Context, topic string, attempt int, ev *event.Event) error {
+	ctx, cancel := context.WithTimeout(ctx, w.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.URL, bytes.NewReader(ev.Data))
+	if err != nil {
+		return &DeliveryError{Err: err, permanent: true}
+	}
+	now := time.Now
+	if w.Now != nil {
+		now = w.Now
+	}
+	SetHeaders(req.Header, topic, attempt, ev, w.Secret, now())
+	resp, err := w.Client.Do(req)
+	if err != nil {
+		return &DeliveryError{Err: err}
+	}
+	defer resp.Body.Close()
+	// Read a little of the answer for the error message; drain the rest
+	// (bounded) so the keep-alive connection can be reused.
+	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 256))
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		return nil
+	}
+	de := &DeliveryError{Status: resp.StatusCode, Err: fmt.Errorf("%q", strings.TrimSpace(string(snippet)))}
+	switch {
+	case resp.StatusCode == http.StatusRequestTimeout, resp.StatusCode == http.StatusTooManyRequests, resp.StatusCode >= 500:
+		de.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), now())
+	default:
+		de.permanent = true // other 4xx (and 1xx/3xx): the receiver will not change its mind
+	}
+	return de
+}
+
+// SetHeaders writes the contract's delivery headers: CloudEvents binary
+// mode, Standard Webhooks, and the sidecar's own.
+func SetHeaders(h http.Header, topic string, attempt int, ev *event.Event, secret []byte, now time.Time) {
+	h.Set("Content-Type", ev.ContentType)
+	h.Set("ce-specversion", "1.0")
+	h.Set("ce-id", ev.ID)
+	h.Set("ce-source", ev.Source)
+	h.Set("ce-type", ev.Type)
+	h.Set("ce-time", ev.Time.UTC().Format(time.RFC3339Nano))
+	if ev.Subject != "" {
+		h.Set("ce-subject", ev.Subject)
+	}
+	if ev.TraceParent != "" {
+		h.Set("traceparent", ev.TraceParent)
+	}
+	ts := now.Unix()
+	h.Set("webhook-id", ev.ID)
+	h.Set("webhook-timestamp", strconv.FormatInt(ts, 10))
+	if secret != nil {
+		h.Set("webhook-signature", Sign(secret, ev.ID, ts, ev.Data))
+	}
+	h.Set("Sidecar-Topic", topic)
+	h.Set("Sidecar-Attempt", strconv.Itoa(attempt))
+	h.Set("User-Agent", "sidecar")
+}
+
+// Sign returns the Standard Webhooks signature header value:
+// "v1," + base64(HMAC-SHA256(key, "<id>.<timestamp>.<body>")).
+func Sign(key []byte, id string, timestamp int64, body []byte) string {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(id))
+	m.Write([]byte{'.'})
+	m.Write([]byte(strconv.FormatInt(timestamp, 10)))
+	m.Write([]byte{'.'})
+	m.Write(body)
+	return "v1," + base64.StdEncoding.EncodeToString(m.Sum(nil))
+}
+
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	if v == "" {
+		return 0
+	}
+	var d time.Duration
+	if secs, err := strconv.Atoi(strings.TrimSpace(v)); err == nil {
+		d = time.Duration(secs) * time.Second
+	} else if t, err := http.ParseTime(v); err == nil {
+		d = t.Sub(now)
+	}
+	return min(max(d, 0), maxRetryAfter)
+}
