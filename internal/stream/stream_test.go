@@ -401,7 +401,6 @@ func TestConcurrencyDeliversInParallel(t *testing.T) {
 	}
 }
 
-
 func TestHealsAfterRedisRestartLosesGroup(t *testing.T) {
 	srv := redistest.StartProcess(t)
 	rdb := srv.Client(t)

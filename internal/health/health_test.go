@@ -1,0 +1,77 @@
+package health
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+
+	"github.com/fogis-sidecar/sidecar/internal/redistest"
+)
+
+type fakeRunner struct{ running atomic.Bool }
+
+func (f *fakeRunner) Running() bool { return f.running.Load() }
+
+func readyz(t *testing.T, r *Readiness) (int, Report) {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	r.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+	var rep Report
+	if err := json.Unmarshal(rec.Body.Bytes(), &rep); err != nil {
+		t.Fatalf("readyz body: %v: %s", err, rec.Body)
+	}
+	return rec.Code, rep
+}
+
+func TestReadiness(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	m := NewMonitor(rdb, time.Second, zerolog.Nop())
+	sub := &fakeRunner{}
+	r := NewReadiness(m, map[string]Runner{"match.updated/calendar": sub})
+
+	if code, rep := readyz(t, r); code != 503 || rep.Status != "not_ready" {
+		t.Fatalf("before the first ping: got %d %+v, want 503 not_ready", code, rep)
+	}
+	m.Check(context.Background())
+	if code, rep := readyz(t, r); code != 503 || rep.Subscriptions["match.updated/calendar"] != "waiting" {
+		t.Fatalf("subscription waiting: got %d %+v, want 503", code, rep)
+	}
+	sub.running.Store(true)
+	if code, rep := readyz(t, r); code != 200 || rep.Status != "ready" || !rep.Redis.Up {
+		t.Fatalf("all up: got %d %+v, want 200 ready", code, rep)
+	}
+	r.SetDraining()
+	if code, rep := readyz(t, r); code != 503 || rep.Status != "draining" {
+		t.Fatalf("draining: got %d %+v, want 503 draining", code, rep)
+	}
+	rec := httptest.NewRecorder()
+	r.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/healthz", nil))
+	if rec.Code != 200 {
+		t.Fatalf("healthz while draining: got %d, want 200", rec.Code)
+	}
+}
+
+func TestMonitorSeesRedisDown(t *testing.T) {
+	port := redistest.FreePort(t)
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + strconv.Itoa(port), DialTimeout: 100 * time.Millisecond})
+	defer rdb.Close()
+	m := NewMonitor(rdb, 100*time.Millisecond, zerolog.Nop())
+	st := m.Check(context.Background())
+	if st.Up || st.LastError == "" {
+		t.Fatalf("nothing listening: got %+v, want down with an error", st)
+	}
+	r := NewReadiness(m, nil)
+	if code, rep := readyz(t, r); code != 503 || rep.Reasons[0] != "redis unreachable" {
+		t.Fatalf("got %d %+v", code, rep)
+	}
+}
+

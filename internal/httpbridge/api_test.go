@@ -1,0 +1,161 @@
+package httpbridge
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/fogis-sidecar/sidecar/internal/event"
+)
+
+// fakePublisher records events; it fails when err is set.
+type fakePublisher struct {
+	mu     sync.Mutex
+	events []*event.Event
+	topics []string
+	err    error
+}
+
+func (f *fakePublisher) Publish(ctx context.Context, topic string, ev *event.Event) (event.Receipt, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return event.Receipt{}, f.err
+	}
+	f.events = append(f.events, ev)
+	f.topics = append(f.topics, topic)
+	return event.Receipt{ID: ev.ID, Topic: topic, StreamID: "1-0"}, nil
+}
+
+func newTestAPI(pub Publisher, token string) http.Handler {
+	health := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) })
+	return NewAPI(APIConfig{Service: "processor", Token: token, MaxBody: 256, PublishTimeout: time.Second}, pub, health, zerolog.Nop())
+}
+
+func do(h http.Handler, method, path, body string, headers map[string]string) *httptest.ResponseRecorder {
+	req := httptest.NewRequest(method, path, strings.NewReader(body))
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return rec
+}
+
+func TestPublishResponses(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		path, body string
+		headers    map[string]string
+		pubErr     error
+		wantStatus int
+		wantCode   string
+	}{
+		{name: "ok", path: "/v1/publish/match.updated", body: `{"a":1}`, headers: map[string]string{"Content-Type": "application/json"}, wantStatus: 202},
+		{name: "bad topic", path: "/v1/publish/bad%20topic", body: "x", wantStatus: 400, wantCode: "invalid_topic"},
+		{name: "too large", path: "/v1/publish/t", body: strings.Repeat("x", 257), wantStatus: 413, wantCode: "too_large"},
+		{name: "exactly the limit", path: "/v1/publish/t", body: strings.Repeat("x", 256), wantStatus: 202},
+		{name: "cloudevent missing id", path: "/v1/publish/t", body: `{"specversion":"1.0","type":"x"}`, headers: map[string]string{"Content-Type": "application/cloudevents+json"}, wantStatus: 400, wantCode: "malformed_cloudevent"},
+		{name: "bad ce-id", path: "/v1/publish/t", body: "x", headers: map[string]string{"ce-id": strings.Repeat("i", 300)}, wantStatus: 400, wantCode: "invalid_header"},
+		{name: "redis down", path: "/v1/publish/t", body: "x", pubErr: errors.New("dial tcp: connection refused"), wantStatus: 503, wantCode: "unavailable"},
+		{name: "unknown path", path: "/v1/nope", body: "x", wantStatus: 404, wantCode: "not_found"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pub := &fakePublisher{err: tc.pubErr}
+			rec := do(newTestAPI(pub, ""), http.MethodPost, tc.path, tc.body, tc.headers)
+			if rec.Code != tc.wantStatus {
+				t.Fatalf("status: got %d, want %d (body %s)", rec.Code, tc.wantStatus, rec.Body)
+			}
+			if ct := rec.Header().Get("Content-Type"); ct != "application/json" {
+				t.Fatalf("Content-Type: got %q, want application/json", ct)
+			}
+			var body map[string]string
+			if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
+				t.Fatalf("body is not JSON: %s", rec.Body)
+			}
+			if tc.wantCode != "" {
+				if body["code"] != tc.wantCode || body["error"] == "" {
+					t.Fatalf("error body: got %v, want code %q and a message", body, tc.wantCode)
+				}
+				if len(pub.events) != 0 {
+					t.Fatal("a refused publish reached the publisher")
+				}
+				return
+			}
+			if body["id"] == "" || body["stream_id"] != "1-0" || body["topic"] == "" {
+				t.Fatalf("receipt: got %v", body)
+			}
+		})
+	}
+	rec := do(newTestAPI(&fakePublisher{}, ""), http.MethodGet, "/v1/publish/t", "", nil)
+	if rec.Code != http.StatusMethodNotAllowed {
+		t.Fatalf("GET publish: got %d, want 405", rec.Code)
+	}
+}
+
+func TestPublishBuildsEvent(t *testing.T) {
+	pub := &fakePublisher{}
+	h := newTestAPI(pub, "")
+	rec := do(h, http.MethodPost, "/v1/publish/match.updated", `{"x":1}`, map[string]string{
+		"Content-Type": "application/json", "ce-id": "evt-1", "ce-type": "match_updates", "ce-subject": "match/7",
+		"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "Idempotency-Key": "k-1",
+	})
+	if rec.Code != 202 {
+		t.Fatalf("got %d: %s", rec.Code, rec.Body)
+	}
+	ev := pub.events[0]
+	if ev.ID != "evt-1" || ev.Type != "match_updates" || ev.Subject != "match/7" || ev.Source != "processor" ||
+		ev.ContentType != "application/json" || string(ev.Data) != `{"x":1}` || ev.IdempotencyKey != "k-1" ||
+		ev.TraceParent != "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01" {
+		t.Fatalf("event: got %+v", ev)
+	}
+	// Without headers: a fresh ULID, type = topic, default content type.
+	do(h, http.MethodPost, "/v1/publish/match.updated", "raw", nil)
+	ev = pub.events[1]
+	if len(ev.ID) != 26 || ev.Type != "match.updated" || ev.ContentType != event.DefaultContentType || time.Since(ev.Time) > time.Minute {
+		t.Fatalf("defaults: got %+v", ev)
+	}
+	// A structured CloudEvent's attributes are used.
+	do(h, http.MethodPost, "/v1/publish/t", `{"specversion":"1.0","id":"ce-9","type":"x.y","data":{"k":1}}`,
+		map[string]string{"Content-Type": "application/cloudevents+json"})
+	if ev = pub.events[2]; ev.ID != "ce-9" || ev.Type != "x.y" || string(ev.Data) != `{"k":1}` {
+		t.Fatalf("cloudevent: got %+v", ev)
+	}
+}
+
+func TestBearerToken(t *testing.T) {
+	h := newTestAPI(&fakePublisher{}, "s3cret")
+	for _, tc := range []struct {
+		name, path, auth string
+		want             int
+	}{
+		{"no token", "/v1/publish/t", "", 401},
+		{"wrong token", "/v1/publish/t", "Bearer nope", 401},
+		{"prefix of token", "/v1/publish/t", "Bearer s3cre", 401},
+		{"right token", "/v1/publish/t", "Bearer s3cret", 202},
+		{"healthz open", "/healthz", "", 200},
+		{"readyz open", "/readyz", "", 200},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			method := http.MethodPost
+			if tc.path != "/v1/publish/t" {
+				method = http.MethodGet
+			}
+			rec := do(h, method, tc.path, "x", map[string]string{"Authorization": tc.auth})
+			if rec.Code != tc.want {
+				t.Fatalf("got %d, want %d", rec.Code, tc.want)
+			}
+			if tc.want == 401 && !strings.Contains(rec.Body.String(), `"code":"unauthorized"`) {
+				t.Fatalf("401 body: got %s", rec.Body)
+			}
+		})
+	}
+}

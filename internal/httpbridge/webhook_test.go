@@ -1,0 +1,129 @@
+package httpbridge
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/fogis-sidecar/sidecar/internal/event"
+)
+
+// TestSignMatchesStandardWebhooks checks Sign against an independent
+// computation of the Standard Webhooks scheme, and against the example
+// published with the specification.
+func TestSignMatchesStandardWebhooks(t *testing.T) {
+	key, _ := base64.StdEncoding.DecodeString("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+	id, ts, body := "msg_p5jXN8AQM9LWM0D4loKWxJek", int64(1614265330), []byte(`{"test": 2432232314}`)
+	got := Sign(key, id, ts, body)
+	if want := "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="; got != want {
+		t.Fatalf("Sign: got %s, want %s (the spec's example)", got, want)
+	}
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(id + ".1614265330." + string(body)))
+	if want := "v1," + base64.StdEncoding.EncodeToString(m.Sum(nil)); got != want {
+		t.Fatalf("Sign: got %s, want %s", got, want)
+	}
+}
+
+func TestDeliverOutcomes(t *testing.T) {
+	ev := &event.Event{ID: "01ABC", Source: "processor", Type: "match_updates", Time: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
+		ContentType: "application/json", Data: []byte(`{"a":1}`), Subject: "m/1", TraceParent: "00-abc-def-01"}
+	now := time.Unix(1700000000, 0)
+	for _, tc := range []struct {
+		name       string
+		status     int
+		retryAfter string
+		wantErr    bool
+		permanent  bool
+		wantWait   time.Duration
+	}{
+		{name: "200", status: 200},
+		{name: "204", status: 204},
+		{name: "500 retried", status: 500, wantErr: true},
+		{name: "503 retry-after seconds", status: 503, retryAfter: "7", wantErr: true, wantWait: 7 * time.Second},
+		{name: "429 retry-after date", status: 429, retryAfter: now.Add(30 * time.Second).UTC().Format(http.TimeFormat), wantErr: true, wantWait: 30 * time.Second},
+		{name: "429 retry-after capped", status: 429, retryAfter: "999999", wantErr: true, wantWait: maxRetryAfter},
+		{name: "408 retried", status: 408, wantErr: true},
+		{name: "400 permanent", status: 400, wantErr: true, permanent: true},
+		{name: "404 permanent", status: 404, wantErr: true, permanent: true},
+		{name: "410 permanent", status: 410, wantErr: true, permanent: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got *http.Request
+			var gotBody []byte
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				got = r
+				gotBody, _ = io.ReadAll(r.Body)
+				if tc.retryAfter != "" {
+					w.Header().Set("Retry-After", tc.retryAfter)
+				}
+				w.WriteHeader(tc.status)
+			}))
+			defer srv.Close()
+			key := []byte("0123456789abcdef0123")
+			wh := &Webhook{URL: srv.URL + "/manual-sync", Timeout: time.Second, Secret: key, Client: srv.Client(), Now: func() time.Time { return now }}
+			err := wh.Deliver(context.Background(), "match.updated", 3, ev)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("got err %v, want error: %v", err, tc.wantErr)
+			}
+			if err != nil {
+				var de *DeliveryError
+				if !errors.As(err, &de) || de.Permanent() != tc.permanent || de.RetryAfter() != tc.wantWait || de.Status != tc.status {
+					t.Fatalf("got %+v, want permanent=%v wait=%v", de, tc.permanent, tc.wantWait)
+				}
+			}
+			if string(gotBody) != `{"a":1}` || got.URL.Path != "/manual-sync" || got.Method != http.MethodPost {
+				t.Fatalf("request: got %s %s %q", got.Method, got.URL.Path, gotBody)
+			}
+			for h, want := range map[string]string{
+				"Content-Type": "application/json", "ce-specversion": "1.0", "ce-id": "01ABC", "ce-source": "processor",
+				"ce-type": "match_updates", "ce-time": "2026-01-01T00:00:00Z", "ce-subject": "m/1", "traceparent": "00-abc-def-01",
+				"webhook-id": "01ABC", "webhook-timestamp": "1700000000", "Sidecar-Topic": "match.updated", "Sidecar-Attempt": "3",
+				"webhook-signature": Sign(key, "01ABC", 1700000000, []byte(`{"a":1}`)),
+			} {
+				if v := got.Header.Get(h); v != want {
+					t.Errorf("header %s: got %q, want %q", h, v, want)
+				}
+			}
+		})
+	}
+}
+
+func TestDeliverConnectionErrorAndTimeoutAreRetryable(t *testing.T) {
+	ev := &event.Event{ID: "x", ContentType: "text/plain", Data: []byte("x")}
+	release := make(chan struct{})
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	}))
+	defer slow.Close()
+	defer close(release)
+	closed := httptest.NewServer(http.NotFoundHandler())
+	closed.Close()
+	for name, url := range map[string]string{"timeout": slow.URL, "refused": closed.URL} {
+		t.Run(name, func(t *testing.T) {
+			wh := &Webhook{URL: url, Timeout: 100 * time.Millisecond, Client: http.DefaultClient}
+			start := time.Now()
+			err := wh.Deliver(context.Background(), "t", 1, ev)
+			var de *DeliveryError
+			if !errors.As(err, &de) || de.Permanent() || de.Status != 0 {
+				t.Fatalf("got %v, want a retryable DeliveryError without status", err)
+			}
+			if el := time.Since(start); el > 3*time.Second {
+				t.Fatalf("attempt took %v; the timeout is 100ms", el)
+			}
+		})
+	}
+	if got := (&Webhook{URL: "http://127.0.0.1:1/", Timeout: time.Second, Client: http.DefaultClient}).Deliver(context.Background(), "t", 1, ev); got == nil {
+		t.Fatal("delivery to a closed port: got nil error")
+	}
+}
