@@ -74,4 +74,3 @@ func TestMonitorSeesRedisDown(t *testing.T) {
 		t.Fatalf("got %d %+v", code, rep)
 	}
 }
-
