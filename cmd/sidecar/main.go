@@ -147,10 +147,9 @@ func serve(ctx context.Context, cfg *config.Config, logger zerolog.Logger) error
 	}
 
 	err = g.Run()
-	var sig actors.SignalError
-	if errors.As(err, &sig) {
-		logger.Info().Str("signal", sig.Signal.String()).Msg("sidecar stopped")
-		return nil
+	if errors.Is(err, actors.ErrSignal) {
+		logger.Info().Str("reason", err.Error()).Msg("sidecar stopped")
+		return nil // a signal is the normal way to stop: exit 0
 	}
 	return err
 }

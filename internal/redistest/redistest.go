@@ -93,17 +93,28 @@ func Start(t testing.TB) *Server {
 // they skip (or fail under CI=true) when only an external or embedded server is at hand.
 func StartProcess(t testing.TB) *Server {
 	t.Helper()
+	return StartProcessOnPort(t, FreePort(t))
+}
+
+// StartProcessOnPort is StartProcess on a given port, for tests that point
+// a client at an address before any Redis listens there.
+func StartProcessOnPort(t testing.TB, port int) *Server {
+	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		SkipOrFail(t, "this fault test needs the redis-server binary on PATH (apt-get install redis-server)")
 	}
-	return startProcess(t, bin)
+	return startProcessOn(t, bin, port)
 }
 
 func startProcess(t testing.TB, bin string) *Server {
 	t.Helper()
+	return startProcessOn(t, bin, FreePort(t))
+}
+
+func startProcessOn(t testing.TB, bin string, port int) *Server {
+	t.Helper()
 	dir := t.TempDir()
-	port := FreePort(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	s := &Server{
 		Kind: Process, Addr: addr, URL: "redis://" + addr + "/0", t: t, bin: bin, dir: dir,
