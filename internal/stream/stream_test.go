@@ -68,7 +68,7 @@ type permErr struct{}
 func (permErr) Error() string   { return "410 gone" }
 func (permErr) Permanent() bool { return true }
 
-func startSub(t *testing.T, rdb redis.UniversalClient, cfg SubscriptionConfig, h Handler) (stop func()) {
+func startSub(t *testing.T, rdb redis.UniversalClient, cfg SubscriptionConfig, h Handler) *runningSub {
 	t.Helper()
 	if cfg.Group == "" {
 		cfg.Group = "g"
@@ -93,7 +93,7 @@ func startSub(t *testing.T, rdb redis.UniversalClient, cfg SubscriptionConfig, h
 	done := make(chan struct{})
 	go func() { _ = sub.Run(ctx); close(done) }()
 	var once sync.Once
-	stop = func() {
+	stop := func() {
 		once.Do(func() {
 			cancel()
 			select {
@@ -104,7 +104,13 @@ func startSub(t *testing.T, rdb redis.UniversalClient, cfg SubscriptionConfig, h
 		})
 	}
 	t.Cleanup(stop)
-	return stop
+	return &runningSub{Subscriber: sub, stop: stop}
+}
+
+// runningSub is a Subscriber running in the background of a test.
+type runningSub struct {
+	*Subscriber
+	stop func()
 }
 
 func publishN(t *testing.T, p *Publisher, topic string, n int) []string {
@@ -305,7 +311,9 @@ func TestRestartRedeliversOwnPendingFirst(t *testing.T) {
 }
 
 func TestClaimsFromDeadConsumerButNotFromSlowOne(t *testing.T) {
-	srv := redistest.Start(t)
+	// The embedded server does not age pending entries in real time, so
+	// claiming by idle time needs a real Redis.
+	srv := redistest.StartProcess(t)
 	rdb := srv.Client(t)
 	topic := redistest.UniqueTopic(t, "claim")
 	p := NewPublisher(rdb, Retention{}, time.Minute, zerolog.Nop())
@@ -318,7 +326,7 @@ func TestClaimsFromDeadConsumerButNotFromSlowOne(t *testing.T) {
 
 	// A slow consumer holds the second entry in its webhook far past the claim timeout.
 	slow := &recorder{block: make(chan struct{})}
-	stopSlow := startSub(t, rdb, SubscriptionConfig{Topic: topic, Consumer: "slow", ClaimTimeout: time.Second}, slow)
+	slowSub := startSub(t, rdb, SubscriptionConfig{Topic: topic, Consumer: "slow", ClaimTimeout: time.Second}, slow)
 	second := publishN(t, p, topic, 1)
 	eventually(t, 5*time.Second, "slow consumer holding an entry", func() bool {
 		ext := rdb.XPendingExt(context.Background(), &redis.XPendingExtArgs{Stream: Key(topic), Group: "g", Start: "-", End: "+", Count: 10, Consumer: "slow"}).Val()
@@ -342,14 +350,16 @@ func TestClaimsFromDeadConsumerButNotFromSlowOne(t *testing.T) {
 		}
 	}
 	close(slow.block)
-	stopSlow()
+	slowSub.stop()
 	eventually(t, 5*time.Second, "all acknowledged", func() bool {
 		return rdb.XPending(context.Background(), Key(topic), "g").Val().Count == 0
 	})
 }
 
 func TestPendingEntryNoLongerInStreamIsAcked(t *testing.T) {
-	srv := redistest.Start(t)
+	// The embedded server drops deleted entries from the PEL; Redis keeps
+	// them, which is the case this test is about.
+	srv := redistest.StartProcess(t)
 	rdb := srv.Client(t)
 	topic := redistest.UniqueTopic(t, "gone")
 	p := NewPublisher(rdb, Retention{}, time.Minute, zerolog.Nop())
@@ -359,13 +369,15 @@ func TestPendingEntryNoLongerInStreamIsAcked(t *testing.T) {
 	msgs := rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "g", Consumer: "c1", Streams: []string{Key(topic), ">"}, Count: 2, Block: -1}).Val()
 	rdb.XDel(ctx, Key(topic), msgs[0].Messages[0].ID)
 	rec := &recorder{}
-	stop := startSub(t, rdb, SubscriptionConfig{Topic: topic, Consumer: "c1"}, rec)
+	sub := startSub(t, rdb, SubscriptionConfig{Topic: topic, Consumer: "c1"}, rec)
 	eventually(t, 5*time.Second, "all acknowledged", func() bool { return rdb.XPending(ctx, Key(topic), "g").Val().Count == 0 })
 	got := rec.deliveries()
 	if len(got) != 1 || got[0].Event.ID != ids[1] {
 		t.Fatalf("got %d deliveries, want only %s", len(got), ids[1])
 	}
-	stop()
+	if st := sub.Stats(); st.Gone != 1 || st.Delivered != 1 {
+		t.Fatalf("stats: got %+v, want 1 gone and 1 delivered", st)
+	}
 }
 
 func TestConcurrencyDeliversInParallel(t *testing.T) {
@@ -387,12 +399,12 @@ func TestConcurrencyDeliversInParallel(t *testing.T) {
 		mu.Unlock()
 		return nil
 	})
-	startSub(t, rdb, SubscriptionConfig{Topic: topic, Concurrency: 8}, h)
+	sub := startSub(t, rdb, SubscriptionConfig{Topic: topic, Concurrency: 8}, h)
 	publishN(t, p, topic, 20)
 	eventually(t, 5*time.Second, "8 deliveries in flight at once", func() bool { mu.Lock(); defer mu.Unlock(); return peak == 8 })
 	close(release)
-	eventually(t, 5*time.Second, "all acknowledged", func() bool {
-		return rdb.XPending(context.Background(), Key(topic), "g").Val().Count == 0 && rdb.XInfoGroups(context.Background(), Key(topic)).Val()[0].EntriesRead == 20
+	eventually(t, 5*time.Second, "all 20 acknowledged", func() bool {
+		return sub.Stats().Delivered == 20 && rdb.XPending(context.Background(), Key(topic), "g").Val().Count == 0
 	})
 	mu.Lock()
 	defer mu.Unlock()

@@ -138,13 +138,21 @@ func (s *Subscriber) Run(ctx context.Context) error {
 	})
 	defer stopAfter()
 
-	jobs := make(chan job)
+	// A token per worker: the reader fetches only as many entries as there
+	// are idle workers, so a busy replica neither claims nor hoards entries
+	// that another replica could deliver now.
+	idle := make(chan struct{}, s.cfg.Concurrency)
+	for range s.cfg.Concurrency {
+		idle <- struct{}{}
+	}
+	jobs := make(chan job, s.cfg.Concurrency)
 	var workers sync.WaitGroup
 	for range s.cfg.Concurrency {
 		workers.Go(func() {
 			for j := range jobs {
 				s.process(ctx, dctx, j)
 				s.inflight.remove(j.id)
+				idle <- struct{}{}
 			}
 		})
 	}
@@ -152,7 +160,7 @@ func (s *Subscriber) Run(ctx context.Context) error {
 	var keepalive sync.WaitGroup
 	keepalive.Go(func() { s.keepAlive(dctx, keepaliveDone) })
 
-	s.read(ctx, jobs)
+	s.read(ctx, jobs, idle)
 	close(jobs)
 	workers.Wait()
 	close(keepaliveDone)
@@ -163,7 +171,7 @@ func (s *Subscriber) Run(ctx context.Context) error {
 
 // read fetches entries and dispatches them until ctx is done. Redis errors
 // back off; a lost group (NOGROUP: Redis restarted empty) is recreated.
-func (s *Subscriber) read(ctx context.Context, jobs chan<- job) {
+func (s *Subscriber) read(ctx context.Context, jobs chan<- job, idle chan struct{}) {
 	key := Key(s.cfg.Topic)
 	var (
 		needGroup     = true
@@ -195,6 +203,10 @@ func (s *Subscriber) read(ctx context.Context, jobs chan<- job) {
 			needGroup = false
 			pendingCursor = "0" // re-deliver what this consumer had read but not acknowledged
 		}
+		n := acquire(ctx, idle)
+		if n == 0 {
+			return
+		}
 		var (
 			msgs []redis.XMessage
 			err  error
@@ -203,7 +215,8 @@ func (s *Subscriber) read(ctx context.Context, jobs chan<- job) {
 		switch {
 		case pendingCursor != "":
 			op = "xreadgroup pending"
-			msgs, err = s.readGroup(ctx, key, pendingCursor, 0)
+			msgs, err = s.readGroup(ctx, key, pendingCursor, n, 0)
+			msgs = msgs[:min(len(msgs), n)] // some Redis look-alikes ignore COUNT here
 			if err == nil {
 				if len(msgs) == 0 {
 					pendingCursor = ""
@@ -213,15 +226,16 @@ func (s *Subscriber) read(ctx context.Context, jobs chan<- job) {
 			}
 		case time.Now().After(nextClaim):
 			op = "xautoclaim"
-			msgs, claimCursor, err = s.autoClaim(ctx, key, claimCursor)
+			msgs, claimCursor, err = s.autoClaim(ctx, key, claimCursor, n)
 			if err == nil && claimCursor == "0-0" {
 				nextClaim = time.Now().Add(claimEvery)
 			}
 		default:
 			op = "xreadgroup"
-			msgs, err = s.readGroup(ctx, key, ">", s.cfg.Block)
+			msgs, err = s.readGroup(ctx, key, ">", n, s.cfg.Block)
 		}
 		if err != nil {
+			release(idle, n)
 			if isNoGroup(err) {
 				// The stream or group vanished (Redis restarted without data, or
 				// someone deleted it). Recreate from the start of what is there
@@ -240,26 +254,50 @@ func (s *Subscriber) read(ctx context.Context, jobs chan<- job) {
 			failures = 0
 			s.running.Store(true)
 		}
+		if len(msgs) > n {
+			// Redis honours COUNT; never hand workers more than are idle.
+			msgs = msgs[:n]
+		}
 		for _, m := range msgs {
 			if !s.inflight.add(m.ID) {
 				continue // already being delivered here
 			}
-			select {
-			case jobs <- job{id: m.ID, values: m.Values}:
-			case <-ctx.Done():
-				s.inflight.remove(m.ID)
-				return
-			}
+			jobs <- job{id: m.ID, values: m.Values} // never blocks: a worker is idle per token
+			n--
+		}
+		release(idle, n)
+	}
+}
+
+// acquire waits for an idle worker, then takes every other idle one too;
+// it returns how many it took, or 0 when ctx is done.
+func acquire(ctx context.Context, idle chan struct{}) int {
+	select {
+	case <-idle:
+	case <-ctx.Done():
+		return 0
+	}
+	n := 1
+	for {
+		select {
+		case <-idle:
+			n++
+		default:
+			return n
 		}
 	}
 }
 
-func (s *Subscriber) batch() int64 { return int64(min(max(s.cfg.Concurrency, 10), 100)) }
+func release(idle chan struct{}, n int) {
+	for range n {
+		idle <- struct{}{}
+	}
+}
 
-func (s *Subscriber) readGroup(ctx context.Context, key, id string, block time.Duration) ([]redis.XMessage, error) {
+func (s *Subscriber) readGroup(ctx context.Context, key, id string, count int, block time.Duration) ([]redis.XMessage, error) {
 	args := &redis.XReadGroupArgs{
 		Group: s.cfg.Group, Consumer: s.cfg.Consumer, Streams: []string{key, id},
-		Count: s.batch(), Block: block,
+		Count: int64(count), Block: block,
 	}
 	if block == 0 {
 		args.Block = -1 // no BLOCK clause: pending history answers at once
@@ -281,12 +319,12 @@ func (s *Subscriber) readGroup(ctx context.Context, key, id string, block time.D
 	return msgs, nil
 }
 
-func (s *Subscriber) autoClaim(ctx context.Context, key, cursor string) ([]redis.XMessage, string, error) {
+func (s *Subscriber) autoClaim(ctx context.Context, key, cursor string, count int) ([]redis.XMessage, string, error) {
 	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	msgs, next, err := s.rdb.XAutoClaim(cctx, &redis.XAutoClaimArgs{
 		Stream: key, Group: s.cfg.Group, Consumer: s.cfg.Consumer,
-		MinIdle: s.cfg.ClaimTimeout, Start: cursor, Count: s.batch(),
+		MinIdle: s.cfg.ClaimTimeout, Start: cursor, Count: int64(count),
 	}).Result()
 	if err != nil {
 		return nil, cursor, fmt.Errorf("xautoclaim %s: %w", key, err)
