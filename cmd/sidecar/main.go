@@ -147,9 +147,9 @@ func serve(ctx context.Context, cfg *config.Config, logger zerolog.Logger) error
 	}
 
 	err = g.Run()
-	if errors.Is(err, actors.ErrSignal) {
+	if errors.Is(err, actors.ErrSignal) || errors.Is(err, context.Canceled) {
 		logger.Info().Str("reason", err.Error()).Msg("sidecar stopped")
-		return nil // a signal is the normal way to stop: exit 0
+		return nil // a signal (or the caller's cancel) is the normal way to stop: exit 0
 	}
 	return err
 }
