@@ -25,12 +25,7 @@ func body(i int) []byte {
 }
 
 func TestPublishAndDeliverExactly(t *testing.T) {
-	redis := redistest.StartProcess(t)
-	topic := redistest.UniqueTopic(t, "e2e")
-	rc := newReceiver(t)
-	pub := startSidecar(t, "processor", "REDIS_URL="+redis.URL, "SIDECAR_SERVICE=processor")
-	startSidecar(t, "calendar", "REDIS_URL="+redis.URL, "SIDECAR_CONFIG="+subscriberConfig(t, topic, rc.url(), ""),
-		"SIDECAR_WEBHOOK_SECRET="+secret)
+	_, topic, rc, pub, _ := startPair(t, "e2e", "SIDECAR_WEBHOOK_SECRET="+secret)
 
 	const n = 300
 	start := time.Now()
@@ -77,11 +72,7 @@ func TestPublishAndDeliverExactly(t *testing.T) {
 }
 
 func TestIdempotencyKeyOverHTTP(t *testing.T) {
-	redis := redistest.StartProcess(t)
-	topic := redistest.UniqueTopic(t, "idem")
-	rc := newReceiver(t)
-	pub := startSidecar(t, "processor", "REDIS_URL="+redis.URL, "SIDECAR_SERVICE=processor")
-	startSidecar(t, "calendar", "REDIS_URL="+redis.URL, "SIDECAR_CONFIG="+subscriberConfig(t, topic, rc.url(), ""))
+	_, topic, rc, pub, _ := startPair(t, "idem")
 	first := pub.mustPublish(topic, body(1), "Idempotency-Key", "match-1001-v2")
 	again := pub.mustPublish(topic, body(1), "Idempotency-Key", "match-1001-v2")
 	if again != first {
@@ -102,11 +93,7 @@ func TestIdempotencyKeyOverHTTP(t *testing.T) {
 }
 
 func TestSubscriberDownWhilePublishingGetsEverything(t *testing.T) {
-	redis := redistest.StartProcess(t)
-	topic := redistest.UniqueTopic(t, "down")
-	rc := newReceiver(t)
-	pub := startSidecar(t, "processor", "REDIS_URL="+redis.URL, "SIDECAR_SERVICE=processor")
-	sub := startSidecar(t, "calendar", "REDIS_URL="+redis.URL, "SIDECAR_CONFIG="+subscriberConfig(t, topic, rc.url(), ""))
+	_, topic, rc, pub, sub := startPair(t, "down")
 	var sent []string
 	for i := range 10 {
 		sent = append(sent, pub.mustPublish(topic, body(i)).ID)
@@ -127,12 +114,8 @@ func TestSubscriberDownWhilePublishingGetsEverything(t *testing.T) {
 }
 
 func TestKill9MidDeliveryLosesNothing(t *testing.T) {
-	redis := redistest.StartProcess(t)
-	topic := redistest.UniqueTopic(t, "kill")
-	rc := newReceiver(t)
+	_, topic, rc, pub, sub := startPair(t, "kill")
 	rc.set(5*time.Millisecond, nil)
-	pub := startSidecar(t, "processor", "REDIS_URL="+redis.URL, "SIDECAR_SERVICE=processor")
-	sub := startSidecar(t, "calendar", "REDIS_URL="+redis.URL, "SIDECAR_CONFIG="+subscriberConfig(t, topic, rc.url(), ""))
 	const n = 300
 	var sent []string
 	for i := range n {
@@ -172,17 +155,13 @@ func TestKill9MidDeliveryLosesNothing(t *testing.T) {
 }
 
 func TestRetryThenSuccessCarriesAttemptNumber(t *testing.T) {
-	redis := redistest.StartProcess(t)
-	topic := redistest.UniqueTopic(t, "retry")
-	rc := newReceiver(t)
+	_, topic, rc, pub, _ := startPair(t, "retry")
 	rc.set(0, func(r received, n int) int {
 		if n <= 2 {
 			return http.StatusServiceUnavailable
 		}
 		return http.StatusOK
 	})
-	pub := startSidecar(t, "processor", "REDIS_URL="+redis.URL, "SIDECAR_SERVICE=processor")
-	startSidecar(t, "calendar", "REDIS_URL="+redis.URL, "SIDECAR_CONFIG="+subscriberConfig(t, topic, rc.url(), ""))
 	r := pub.mustPublish(topic, body(0))
 	eventually(t, 10*time.Second, "third attempt", func() bool { return rc.count() >= 3 })
 	time.Sleep(300 * time.Millisecond)
@@ -201,9 +180,7 @@ func TestRetryThenSuccessCarriesAttemptNumber(t *testing.T) {
 }
 
 func TestPoisonEventGoesToDLQAndLaterEventsFlow(t *testing.T) {
-	redis := redistest.StartProcess(t)
-	topic := redistest.UniqueTopic(t, "poison")
-	rc := newReceiver(t)
+	redis, topic, rc, pub, _ := startPair(t, "poison")
 	poison := body(1)
 	rc.set(0, func(r received, n int) int {
 		if string(r.Body) == string(poison) {
@@ -211,8 +188,6 @@ func TestPoisonEventGoesToDLQAndLaterEventsFlow(t *testing.T) {
 		}
 		return http.StatusOK
 	})
-	pub := startSidecar(t, "processor", "REDIS_URL="+redis.URL, "SIDECAR_SERVICE=processor")
-	startSidecar(t, "calendar", "REDIS_URL="+redis.URL, "SIDECAR_CONFIG="+subscriberConfig(t, topic, rc.url(), ""))
 	var sent []receipt
 	for i := range 5 {
 		sent = append(sent, pub.mustPublish(topic, body(i)))
@@ -241,11 +216,7 @@ func TestPoisonEventGoesToDLQAndLaterEventsFlow(t *testing.T) {
 }
 
 func TestRedisRestartedEmptySubscriptionHeals(t *testing.T) {
-	redis := redistest.StartProcess(t)
-	topic := redistest.UniqueTopic(t, "heal")
-	rc := newReceiver(t)
-	pub := startSidecar(t, "processor", "REDIS_URL="+redis.URL, "SIDECAR_SERVICE=processor")
-	sub := startSidecar(t, "calendar", "REDIS_URL="+redis.URL, "SIDECAR_CONFIG="+subscriberConfig(t, topic, rc.url(), ""))
+	redis, topic, rc, pub, sub := startPair(t, "heal")
 	pub.mustPublish(topic, body(0))
 	eventually(t, 10*time.Second, "first delivery", func() bool { return rc.count() == 1 })
 
@@ -306,12 +277,8 @@ func TestStartsWithoutRedisAndPublishFailsFast(t *testing.T) {
 }
 
 func TestSIGTERMFinishesInFlightDeliveryAndExitsZero(t *testing.T) {
-	redis := redistest.StartProcess(t)
-	topic := redistest.UniqueTopic(t, "term")
-	rc := newReceiver(t)
+	redis, topic, rc, pub, sub := startPair(t, "term")
 	rc.set(700*time.Millisecond, nil)
-	pub := startSidecar(t, "processor", "REDIS_URL="+redis.URL, "SIDECAR_SERVICE=processor")
-	sub := startSidecar(t, "calendar", "REDIS_URL="+redis.URL, "SIDECAR_CONFIG="+subscriberConfig(t, topic, rc.url(), ""))
 	first := pub.mustPublish(topic, body(0))
 	second := pub.mustPublish(topic, body(1))
 	eventually(t, 10*time.Second, "first delivery in flight", func() bool { return rc.count() == 1 })

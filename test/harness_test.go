@@ -304,3 +304,18 @@ subscriptions:
     backoff: {initial: 20ms, max: 100ms}
 %s`, topic, url, extra))
 }
+
+// startPair starts the FOGIS shape: a redis-server, a webhook receiver, a
+// publishing sidecar ("processor") and a subscribing one ("calendar")
+// delivering a fresh topic to the receiver. calendarEnv is added to the
+// calendar sidecar's environment.
+func startPair(t *testing.T, prefix string, calendarEnv ...string) (*redistest.Server, string, *receiver, *sidecar, *sidecar) {
+	t.Helper()
+	redis := redistest.StartProcess(t)
+	topic := redistest.UniqueTopic(t, prefix)
+	rc := newReceiver(t)
+	pub := startSidecar(t, "processor", "REDIS_URL="+redis.URL, "SIDECAR_SERVICE=processor")
+	env := append([]string{"REDIS_URL=" + redis.URL, "SIDECAR_CONFIG=" + subscriberConfig(t, topic, rc.url(), "")}, calendarEnv...)
+	sub := startSidecar(t, "calendar", env...)
+	return redis, topic, rc, pub, sub
+}

@@ -113,6 +113,15 @@ type runningSub struct {
 	stop func()
 }
 
+// setup starts a Redis with start, and returns it, a client, a fresh topic
+// and a publisher with the given retention.
+func setup(t *testing.T, start func(testing.TB) *redistest.Server, prefix string, r Retention) (*redistest.Server, *redis.Client, string, *Publisher) {
+	t.Helper()
+	srv := start(t)
+	rdb := srv.Client(t)
+	return srv, rdb, redistest.UniqueTopic(t, prefix), NewPublisher(rdb, r, time.Minute, zerolog.Nop())
+}
+
 func publishN(t *testing.T, p *Publisher, topic string, n int) []string {
 	t.Helper()
 	var ids []string
@@ -127,10 +136,7 @@ func publishN(t *testing.T, p *Publisher, topic string, n int) []string {
 }
 
 func TestPublishWritesContractFields(t *testing.T) {
-	srv := redistest.Start(t)
-	rdb := srv.Client(t)
-	topic := redistest.UniqueTopic(t, "pub")
-	p := NewPublisher(rdb, Retention{MaxLen: 1000}, time.Minute, zerolog.Nop())
+	_, rdb, topic, p := setup(t, redistest.Start, "pub", Retention{MaxLen: 1000})
 	ev := newEvent("hello")
 	ev.Subject, ev.TraceParent = "match/1", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 	rc, err := p.Publish(context.Background(), topic, ev)
@@ -154,10 +160,7 @@ func TestPublishWritesContractFields(t *testing.T) {
 }
 
 func TestIdempotencyKeyPublishesOnce(t *testing.T) {
-	srv := redistest.Start(t)
-	rdb := srv.Client(t)
-	topic := redistest.UniqueTopic(t, "idem")
-	p := NewPublisher(rdb, Retention{MaxLen: 1000}, time.Minute, zerolog.Nop())
+	_, rdb, topic, p := setup(t, redistest.Start, "idem", Retention{MaxLen: 1000})
 	first := newEvent("a")
 	first.IdempotencyKey = "order-1"
 	r1, err := p.Publish(context.Background(), topic, first)
@@ -184,10 +187,7 @@ func TestIdempotencyKeyPublishesOnce(t *testing.T) {
 }
 
 func TestRetentionMaxLen(t *testing.T) {
-	srv := redistest.Start(t)
-	rdb := srv.Client(t)
-	topic := redistest.UniqueTopic(t, "trim")
-	p := NewPublisher(rdb, Retention{MaxLen: 10}, time.Minute, zerolog.Nop())
+	_, rdb, topic, p := setup(t, redistest.Start, "trim", Retention{MaxLen: 10})
 	publishN(t, p, topic, 500)
 	// Approximate trimming keeps whole macro nodes (100 entries by default).
 	if n := rdb.XLen(context.Background(), Key(topic)).Val(); n >= 500 || n < 10 {
@@ -196,10 +196,7 @@ func TestRetentionMaxLen(t *testing.T) {
 }
 
 func TestDeliversInOrderAndAcks(t *testing.T) {
-	srv := redistest.Start(t)
-	rdb := srv.Client(t)
-	topic := redistest.UniqueTopic(t, "order")
-	p := NewPublisher(rdb, Retention{}, time.Minute, zerolog.Nop())
+	_, rdb, topic, p := setup(t, redistest.Start, "order", Retention{})
 	ids := publishN(t, p, topic, 50)
 	rec := &recorder{}
 	startSub(t, rdb, SubscriptionConfig{Topic: topic}, rec)
@@ -221,10 +218,7 @@ func TestDeliversInOrderAndAcks(t *testing.T) {
 }
 
 func TestRetryThenSuccessCountsAttempts(t *testing.T) {
-	srv := redistest.Start(t)
-	rdb := srv.Client(t)
-	topic := redistest.UniqueTopic(t, "retry")
-	p := NewPublisher(rdb, Retention{}, time.Minute, zerolog.Nop())
+	_, rdb, topic, p := setup(t, redistest.Start, "retry", Retention{})
 	rec := &recorder{fail: func(d Delivery) error {
 		if d.Attempt < 3 {
 			return errors.New("503")
@@ -247,10 +241,7 @@ func TestRetryThenSuccessCountsAttempts(t *testing.T) {
 }
 
 func TestPoisonEventDeadLettersAndLaterEventsFlow(t *testing.T) {
-	srv := redistest.Start(t)
-	rdb := srv.Client(t)
-	topic := redistest.UniqueTopic(t, "dlq")
-	p := NewPublisher(rdb, Retention{}, time.Minute, zerolog.Nop())
+	_, rdb, topic, p := setup(t, redistest.Start, "dlq", Retention{})
 	rec := &recorder{fail: func(d Delivery) error {
 		switch string(d.Event.Data) {
 		case "event-001":
@@ -286,10 +277,7 @@ func TestPoisonEventDeadLettersAndLaterEventsFlow(t *testing.T) {
 }
 
 func TestRestartRedeliversOwnPendingFirst(t *testing.T) {
-	srv := redistest.Start(t)
-	rdb := srv.Client(t)
-	topic := redistest.UniqueTopic(t, "pending")
-	p := NewPublisher(rdb, Retention{}, time.Minute, zerolog.Nop())
+	_, rdb, topic, p := setup(t, redistest.Start, "pending", Retention{})
 	ids := publishN(t, p, topic, 3)
 	// A previous life of consumer c1 read all three and died before acking.
 	if err := rdb.XGroupCreate(context.Background(), Key(topic), "g", "0").Err(); err != nil {
@@ -313,10 +301,7 @@ func TestRestartRedeliversOwnPendingFirst(t *testing.T) {
 func TestClaimsFromDeadConsumerButNotFromSlowOne(t *testing.T) {
 	// The embedded server does not age pending entries in real time, so
 	// claiming by idle time needs a real Redis.
-	srv := redistest.StartProcess(t)
-	rdb := srv.Client(t)
-	topic := redistest.UniqueTopic(t, "claim")
-	p := NewPublisher(rdb, Retention{}, time.Minute, zerolog.Nop())
+	_, rdb, topic, p := setup(t, redistest.StartProcess, "claim", Retention{})
 	ids := publishN(t, p, topic, 1)
 	if err := rdb.XGroupCreate(context.Background(), Key(topic), "g", "0").Err(); err != nil {
 		t.Fatal(err)
@@ -359,10 +344,7 @@ func TestClaimsFromDeadConsumerButNotFromSlowOne(t *testing.T) {
 func TestPendingEntryNoLongerInStreamIsAcked(t *testing.T) {
 	// The embedded server drops deleted entries from the PEL; Redis keeps
 	// them, which is the case this test is about.
-	srv := redistest.StartProcess(t)
-	rdb := srv.Client(t)
-	topic := redistest.UniqueTopic(t, "gone")
-	p := NewPublisher(rdb, Retention{}, time.Minute, zerolog.Nop())
+	_, rdb, topic, p := setup(t, redistest.StartProcess, "gone", Retention{})
 	ids := publishN(t, p, topic, 2)
 	ctx := context.Background()
 	rdb.XGroupCreate(ctx, Key(topic), "g", "0")
@@ -381,10 +363,7 @@ func TestPendingEntryNoLongerInStreamIsAcked(t *testing.T) {
 }
 
 func TestConcurrencyDeliversInParallel(t *testing.T) {
-	srv := redistest.Start(t)
-	rdb := srv.Client(t)
-	topic := redistest.UniqueTopic(t, "conc")
-	p := NewPublisher(rdb, Retention{}, time.Minute, zerolog.Nop())
+	_, rdb, topic, p := setup(t, redistest.Start, "conc", Retention{})
 	var mu sync.Mutex
 	cur, peak := 0, 0
 	release := make(chan struct{})
@@ -414,10 +393,7 @@ func TestConcurrencyDeliversInParallel(t *testing.T) {
 }
 
 func TestHealsAfterRedisRestartLosesGroup(t *testing.T) {
-	srv := redistest.StartProcess(t)
-	rdb := srv.Client(t)
-	topic := redistest.UniqueTopic(t, "heal")
-	p := NewPublisher(rdb, Retention{}, time.Minute, zerolog.Nop())
+	srv, rdb, topic, p := setup(t, redistest.StartProcess, "heal", Retention{})
 	rec := &recorder{}
 	sub := NewSubscriber(rdb, SubscriptionConfig{Topic: topic, Group: "g", Consumer: "c1", MaxAttempts: 3,
 		Backoff: backoff.Policy{Initial: time.Millisecond, Max: time.Millisecond}, Grace: time.Second, Block: 200 * time.Millisecond}, rec, zerolog.Nop())
