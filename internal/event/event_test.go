@@ -126,3 +126,26 @@ func TestParseStructuredCloudEvent(t *testing.T) {
 		t.Fatal("IsStructuredCloudEvent misclassifies")
 	}
 }
+
+func TestBinaryRoundTrip(t *testing.T) {
+	in := &Event{ID: NewID(), Source: "processor", Type: "match_updates", Time: time.Date(2026, 11, 26, 4, 0, 0, 123456789, time.UTC),
+		ContentType: "application/json", Data: []byte{0, 1, 2, 0xff}, Subject: "s", TraceParent: "tp", IdempotencyKey: "k"}
+	b := AppendBinary(nil, "match.updated", in)
+	topic, out, err := DecodeBinary(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if topic != "match.updated" || out.ID != in.ID || !out.Time.Equal(in.Time) || string(out.Data) != string(in.Data) ||
+		out.Source != in.Source || out.Type != in.Type || out.ContentType != in.ContentType ||
+		out.Subject != in.Subject || out.TraceParent != in.TraceParent || out.IdempotencyKey != in.IdempotencyKey {
+		t.Fatalf("round trip: got %q %+v, want %+v", topic, out, in)
+	}
+	for i := range len(b) {
+		if _, _, err := DecodeBinary(b[:i]); err == nil {
+			t.Fatalf("decoding the first %d of %d bytes: got nil error", i, len(b))
+		}
+	}
+	if _, _, err := DecodeBinary(append(b, 0)); err == nil {
+		t.Fatal("trailing byte: got nil error")
+	}
+}
