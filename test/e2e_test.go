@@ -241,38 +241,30 @@ func TestRedisRestartedEmptySubscriptionHeals(t *testing.T) {
 	})
 }
 
-func TestStartsWithoutRedisAndPublishFailsFast(t *testing.T) {
+func TestStartsWithoutRedisSpoolsThenDrains(t *testing.T) {
 	port := redistest.FreePort(t)
 	url := fmt.Sprintf("redis://127.0.0.1:%d/0", port)
 	topic := redistest.UniqueTopic(t, "late")
 	rc := newReceiver(t)
 	sub := startSidecar(t, "calendar", "REDIS_URL="+url, "SIDECAR_CONFIG="+subscriberConfig(t, topic, rc.url(), ""))
-	resp, err := http.Get(sub.url("/readyz"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusServiceUnavailable {
-		t.Fatalf("/readyz with Redis down: got %d, want 503", resp.StatusCode)
+	if code, rep := sub.readyz(); code != http.StatusOK || rep["status"] != "degraded" || rep["spool"] != "writable" {
+		t.Fatalf("/readyz with Redis down: got %d %v, want 200 degraded (the spool takes publishes)", code, rep)
 	}
 	start := time.Now()
 	code, r := sub.publish(topic, body(0))
-	if el := time.Since(start); code != http.StatusServiceUnavailable || r.Code != "unavailable" || el > 3*time.Second {
-		t.Fatalf("publish with Redis down: got %d %+v after %v, want a quick 503", code, r, el)
+	if el := time.Since(start); code != http.StatusAccepted || !r.Spooled || r.StreamID != "" || el > 2*time.Second {
+		t.Fatalf("publish with Redis down: got %d %+v after %v, want a quick 202 spooled", code, r, el)
 	}
 	redistest.StartProcessOnPort(t, port)
 	eventually(t, 20*time.Second, "ready once Redis appears", func() bool {
-		resp, err := http.Get(sub.url("/readyz"))
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
+		code, rep := sub.readyz()
+		return code == 200 && rep["status"] == "ready"
 	})
 	got := sub.mustPublish(topic, body(1))
-	eventually(t, 10*time.Second, "delivery", func() bool { return rc.count() == 1 })
-	if ids(rc.all())[0] != got.ID {
-		t.Fatal("delivered the wrong event")
+	eventually(t, 10*time.Second, "both delivered", func() bool { return rc.count() >= 2 })
+	time.Sleep(200 * time.Millisecond)
+	if ids := ids(rc.all()); fmt.Sprint(ids) != fmt.Sprint([]string{r.ID, got.ID}) {
+		t.Fatalf("got %v, want the spooled event then the direct one, once each", ids)
 	}
 }
 

@@ -65,6 +65,8 @@ type sidecar struct {
 	env  []string
 	addr string
 	log  *os.File
+	// spoolDir is this sidecar's own spool, kept across restarts.
+	spoolDir string
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -81,8 +83,10 @@ func startSidecar(t *testing.T, name string, env ...string) *sidecar {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &sidecar{t: t, name: name, addr: addr, log: logf,
-		env: append([]string{"SIDECAR_LISTEN=" + addr, "SIDECAR_LOG_LEVEL=debug", "PATH=" + os.Getenv("PATH")}, env...)}
+	spoolDir := filepath.Join(t.TempDir(), "spool") // kept across restart()
+	s := &sidecar{t: t, name: name, addr: addr, log: logf, spoolDir: spoolDir,
+		env: append([]string{"SIDECAR_LISTEN=" + addr, "SIDECAR_LOG_LEVEL=debug", "SIDECAR_SPOOL_DIR=" + spoolDir,
+			"PATH=" + os.Getenv("PATH")}, env...)}
 	s.start()
 	t.Cleanup(func() {
 		s.kill()
@@ -178,6 +182,8 @@ type receipt struct {
 	ID       string `json:"id"`
 	Topic    string `json:"topic"`
 	StreamID string `json:"stream_id"`
+	Spooled  bool   `json:"spooled"`
+	Fallback string `json:"fallback"`
 	Error    string `json:"error"`
 	Code     string `json:"code"`
 }
@@ -201,6 +207,19 @@ func (s *sidecar) publish(topic string, body []byte, headers ...string) (int, re
 		s.t.Fatalf("publish answered %d with non-JSON %q", resp.StatusCode, raw)
 	}
 	return resp.StatusCode, r
+}
+
+// readyz returns /readyz's status code and JSON body.
+func (s *sidecar) readyz() (int, map[string]any) {
+	s.t.Helper()
+	resp, err := http.Get(s.url("/readyz"))
+	if err != nil {
+		return 0, nil
+	}
+	defer resp.Body.Close()
+	var m map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&m)
+	return resp.StatusCode, m
 }
 
 // mustPublish publishes and requires a 202.

@@ -1,9 +1,12 @@
 // Command sidecar runs beside a service and gives it durable pub/sub over
 // plain HTTP, on Redis Streams.
 //
-//	service ──POST /v1/publish/{topic}──▶ API ──XADD──▶ sidecar:{topic}   (Redis)
+//	service ──POST /v1/publish/{topic} or a route──▶ API ──▶ Relay ──XADD──▶ sidecar:{topic}   (Redis)
+//	                                                     └─ Redis down: Spool (disk) ──drain in order──▶ XADD
+//	                                                        └─ fallback: POST peer /v1/inbox/{topic}
 //	sidecar:{topic} ──XREADGROUP──▶ Subscriber ──POST──▶ service webhook
 //	                 2xx: XACK · 408/429/5xx: retry with backoff · else / exhausted: DLQ + XACK
+//	peer ──POST /v1/inbox/{topic}──▶ Inbox ──POST──▶ service webhook (ledger: the stream copy is not delivered again)
 package main
 
 import (
@@ -15,6 +18,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -25,8 +29,12 @@ import (
 	"github.com/fogis-sidecar/sidecar/internal/backoff"
 	"github.com/fogis-sidecar/sidecar/internal/config"
 	"github.com/fogis-sidecar/sidecar/internal/devredis"
+	"github.com/fogis-sidecar/sidecar/internal/event"
 	"github.com/fogis-sidecar/sidecar/internal/health"
 	"github.com/fogis-sidecar/sidecar/internal/httpbridge"
+	"github.com/fogis-sidecar/sidecar/internal/inbox"
+	"github.com/fogis-sidecar/sidecar/internal/relay"
+	"github.com/fogis-sidecar/sidecar/internal/spool"
 	"github.com/fogis-sidecar/sidecar/internal/stream"
 )
 
@@ -87,18 +95,49 @@ func serve(ctx context.Context, cfg *config.Config, logger zerolog.Logger) error
 	defer rdb.Close()
 
 	component := func(name string) zerolog.Logger { return logger.With().Str("component", name).Logger() }
-	monitor := health.NewMonitor(rdb, time.Second, component("redis-monitor"))
-	subs, runners, err := newSubscribers(cfg, rdb, component)
+	var secret []byte
+	if cfg.WebhookSecret != "" {
+		if secret, err = config.DecodeWebhookSecret(cfg.WebhookSecret); err != nil {
+			return fmt.Errorf("webhook_secret: %w", err)
+		}
+	}
+	sp, err := spool.Open(cfg.SpoolDir, spool.Options{MaxBytes: cfg.SpoolMaxBytes}, component("spool"))
 	if err != nil {
 		return err
 	}
-	readiness := health.NewReadiness(monitor, runners)
+	defer sp.Close()
+	ledger, err := inbox.OpenLedger(filepath.Join(cfg.SpoolDir, "inbox.ledger"), cfg.IdempotencyWindow)
+	if err != nil {
+		return err
+	}
+	defer ledger.Close()
+
+	monitor := health.NewMonitor(rdb, time.Second, component("redis-monitor"))
+	subs, targets := newSubscriptions(cfg, rdb, secret, component)
+	in := inbox.New(ledger, targets, cfg.ShutdownGrace, component("inbox"))
+	runners := map[string]health.Runner{}
+	for _, s := range subs {
+		c := s.Config()
+		runners[c.Topic+"/"+c.Group] = s
+		s.SetDedup(in.Deduper(c.Topic + "/" + c.Group))
+	}
 	publisher := stream.NewPublisher(rdb,
 		stream.Retention{MaxLen: cfg.Retention.MaxLen, MaxAge: cfg.Retention.MaxAge},
 		cfg.IdempotencyWindow, component("publisher"))
+	rel := relay.New(publisher, sp, cfg.PublishTimeout, component("relay"))
+	readiness := health.NewReadiness(monitor, rel, runners)
+	var routes []httpbridge.Route
+	for _, r := range cfg.Routes {
+		routes = append(routes, httpbridge.Route{Path: r.Path, Topic: r.Topic, Fallback: r.Fallback})
+	}
+	var inboxer httpbridge.Inbox
+	if len(targets) > 0 {
+		inboxer = in
+	}
 	api := httpbridge.NewAPI(httpbridge.APIConfig{
-		Service: cfg.Service, Token: cfg.APIToken, MaxBody: cfg.MaxBody, PublishTimeout: cfg.PublishTimeout,
-	}, publisher, readiness.Handler(), component("api"))
+		Service: cfg.Service, Token: cfg.APIToken, MaxBody: cfg.MaxBody,
+		Routes: routes, Fallbacks: cfg.Fallbacks, Secret: secret, FallbackClient: newHTTPClient(4),
+	}, rel, inboxer, readiness.Handler(), component("api"))
 
 	// Bind before running, so a port conflict fails the start, not a goroutine.
 	ln, err := net.Listen("tcp", cfg.Listen)
@@ -109,8 +148,10 @@ func serve(ctx context.Context, cfg *config.Config, logger zerolog.Logger) error
 
 	// Interrupts run in Add order. The signal handler comes first; the HTTP
 	// server turns readiness off before it drains, so load balancers stop
-	// sending; subscribers stop reading after that and finish in-flight
-	// deliveries within the grace period; the Redis client closes after
+	// sending and no publish or inbox request arrives after; then the inbox
+	// and the subscribers finish in-flight deliveries within the grace
+	// period; the spool drainer stops (what it did not drain stays on disk
+	// for the next start); the Redis client and the spool close after
 	// g.Run returns.
 	var g actors.Group
 	{
@@ -136,14 +177,24 @@ func serve(ctx context.Context, cfg *config.Config, logger zerolog.Logger) error
 		})
 	}
 	{
-		// Redis health monitor.
-		mctx, cancel := context.WithCancel(ctx)
-		g.Add(func() error { return monitor.Run(mctx) }, func(error) { cancel() })
+		// Inbox: deliveries of events a peer sent directly while Redis was down.
+		ictx, cancel := context.WithCancel(ctx)
+		g.Add(func() error { return in.Run(ictx) }, func(error) { cancel() })
 	}
 	for _, s := range subs {
 		// One subscriber per subscription: read, deliver, retry, dead-letter.
 		sctx, cancel := context.WithCancel(ctx)
 		g.Add(func() error { return s.Run(sctx) }, func(error) { cancel() })
+	}
+	{
+		// Spool drainer: moves events spooled during an outage into Redis, in order.
+		rctx, cancel := context.WithCancel(ctx)
+		g.Add(func() error { return rel.Run(rctx) }, func(error) { cancel() })
+	}
+	{
+		// Redis health monitor.
+		mctx, cancel := context.WithCancel(ctx)
+		g.Add(func() error { return monitor.Run(mctx) }, func(error) { cancel() })
 	}
 
 	err = g.Run()
@@ -154,41 +205,45 @@ func serve(ctx context.Context, cfg *config.Config, logger zerolog.Logger) error
 	return err
 }
 
-// newSubscribers builds one subscriber per configured subscription, each
-// with its own webhook deliverer.
-func newSubscribers(cfg *config.Config, rdb redis.UniversalClient, component func(string) zerolog.Logger) ([]*stream.Subscriber, map[string]health.Runner, error) {
-	var secret []byte
-	if cfg.WebhookSecret != "" {
-		var err error
-		if secret, err = config.DecodeWebhookSecret(cfg.WebhookSecret); err != nil {
-			return nil, nil, fmt.Errorf("webhook_secret: %w", err)
-		}
-	}
-	var subs []*stream.Subscriber
-	runners := map[string]health.Runner{}
+// newSubscriptions builds, per configured subscription, its subscriber and
+// the inbox target that delivers fallback events to the same webhook.
+func newSubscriptions(cfg *config.Config, rdb redis.UniversalClient, secret []byte, component func(string) zerolog.Logger) ([]*stream.Subscriber, []inbox.Target) {
+	var (
+		subs    []*stream.Subscriber
+		targets []inbox.Target
+	)
 	for _, sc := range cfg.Subscriptions {
-		client := &http.Client{Transport: &http.Transport{
-			Proxy:               http.ProxyFromEnvironment,
-			DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-			MaxIdleConns:        sc.Concurrency * 2,
-			MaxIdleConnsPerHost: sc.Concurrency * 2,
-			IdleConnTimeout:     90 * time.Second,
-		}}
-		wh := &httpbridge.Webhook{URL: sc.URL, Timeout: sc.Timeout, Secret: secret, Client: client}
+		wh := &httpbridge.Webhook{URL: sc.URL, Timeout: sc.Timeout, Secret: secret, Client: newHTTPClient(sc.Concurrency)}
 		handler := stream.HandlerFunc(func(ctx context.Context, d stream.Delivery) error {
 			return wh.Deliver(ctx, d.Topic, d.Attempt, d.Event)
 		})
+		policy := backoff.Policy{Initial: sc.Backoff.Initial, Max: sc.Backoff.Max}
 		log := component("subscriber").With().Str("topic", sc.Topic).Str("group", sc.Group).Logger()
-		s := stream.NewSubscriber(rdb, stream.SubscriptionConfig{
+		subs = append(subs, stream.NewSubscriber(rdb, stream.SubscriptionConfig{
 			Topic: sc.Topic, Group: sc.Group, Consumer: cfg.Consumer,
 			StartLatest: sc.Start == config.StartLatest, Concurrency: sc.Concurrency,
-			MaxAttempts: sc.MaxAttempts, Backoff: backoff.Policy{Initial: sc.Backoff.Initial, Max: sc.Backoff.Max},
+			MaxAttempts: sc.MaxAttempts, Backoff: policy,
 			ClaimTimeout: cfg.ClaimTimeout, Grace: cfg.ShutdownGrace, DLQMaxLen: cfg.Retention.MaxLen,
-		}, handler, log)
-		subs = append(subs, s)
-		runners[sc.Topic+"/"+sc.Group] = s
+		}, handler, log))
+		targets = append(targets, inbox.Target{
+			Key: sc.Topic + "/" + sc.Group, Topic: sc.Topic, MaxAttempts: sc.MaxAttempts, Backoff: policy,
+			Deliver: func(ctx context.Context, attempt int, ev *event.Event) error {
+				return wh.Deliver(ctx, sc.Topic, attempt, ev)
+			},
+		})
 	}
-	return subs, runners, nil
+	return subs, targets
+}
+
+// newHTTPClient is a keep-alive client for webhook and fallback POSTs.
+func newHTTPClient(conns int) *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		Proxy:               http.ProxyFromEnvironment,
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:        conns * 2,
+		MaxIdleConnsPerHost: conns * 2,
+		IdleConnTimeout:     90 * time.Second,
+	}}
 }
 
 // startDevRedis starts dev mode's in-memory server when nothing answers at

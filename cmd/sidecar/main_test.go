@@ -73,7 +73,7 @@ func TestDevModeRoundTrip(t *testing.T) {
 	var logs syncBuffer
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"--dev", "--service", "processor", "--listen", listen,
+		done <- run(ctx, []string{"--dev", "--service", "processor", "--listen", listen, "--spool-dir", t.TempDir(),
 			"--redis-url", "redis://" + redisAddr + "/0", "--subscribe", "match.updated=" + recv.URL + "/manual-sync"}, noEnv, io.Discard, &logs)
 	}()
 

@@ -24,6 +24,7 @@ type Config struct {
 	RedisURL          string
 	Consumer          string
 	SpoolDir          string
+	SpoolMaxBytes     int64
 	APIToken          string
 	WebhookSecret     string
 	LogLevel          string
@@ -36,6 +37,18 @@ type Config struct {
 	IdempotencyWindow time.Duration
 	Dev               bool
 	Subscriptions     []Subscription
+	Routes            []Route
+	// Fallbacks maps a topic to a URL that /v1/publish events of that topic
+	// are also POSTed to while Redis is unavailable.
+	Fallbacks map[string]string
+}
+
+// Route makes the sidecar answer at an unmodified publisher's old URL:
+// a POST to Path publishes its body to Topic.
+type Route struct {
+	Path     string
+	Topic    string
+	Fallback string // POSTed to while Redis is unavailable; "" = none
 }
 
 // Retention bounds each topic's stream: approximate MAXLEN, or MINID by age.
@@ -151,6 +164,7 @@ func defaults(hostname string) *Config {
 		RedisURL:          "redis://127.0.0.1:6379/0",
 		Consumer:          hostname,
 		SpoolDir:          "./data/spool",
+		SpoolMaxBytes:     1 << 30,
 		LogLevel:          "info",
 		LogFormat:         "json",
 		MaxBody:           1 << 20,
@@ -237,13 +251,43 @@ func (c *Config) Validate() error {
 	if c.ClaimTimeout > 0 && c.ClaimTimeout < time.Second {
 		bad("claim_timeout", "%v is below 1s; in-flight entries would be stolen between keep-alives", c.ClaimTimeout)
 	}
+	if c.SpoolMaxBytes <= 0 {
+		bad("spool.max_bytes", "must be positive")
+	}
+	paths := map[string]bool{}
+	for i, r := range c.Routes {
+		name := fmt.Sprintf("routes[%d]", i)
+		switch {
+		case !strings.HasPrefix(r.Path, "/"):
+			bad(name+".path", "%q must start with /", r.Path)
+		case r.Path == "/healthz" || r.Path == "/readyz" || r.Path == "/metrics" || strings.HasPrefix(r.Path, "/v1/"):
+			bad(name+".path", "%q is one of the sidecar's own endpoints", r.Path)
+		case paths[r.Path]:
+			bad(name+".path", "%q is routed twice", r.Path)
+		}
+		paths[r.Path] = true
+		if err := event.ValidateTopic(r.Topic); err != nil {
+			bad(name+".topic", "%v", err)
+		}
+		if r.Fallback != "" && !isHTTPURL(r.Fallback) {
+			bad(name+".fallback", "%q is not an absolute http(s) URL", r.Fallback)
+		}
+	}
+	for topic, u := range c.Fallbacks {
+		if err := event.ValidateTopic(topic); err != nil {
+			bad("fallbacks", "%v", err)
+		}
+		if !isHTTPURL(u) {
+			bad("fallbacks."+topic, "%q is not an absolute http(s) URL", u)
+		}
+	}
 	seen := map[string]bool{}
 	for i, s := range c.Subscriptions {
 		name := fmt.Sprintf("subscriptions[%d]", i)
 		if err := event.ValidateTopic(s.Topic); err != nil {
 			bad(name+".topic", "%v", err)
 		}
-		if u, err := url.Parse(s.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		if !isHTTPURL(s.URL) {
 			bad(name+".url", "%q is not an absolute http(s) URL", s.URL)
 		}
 		if err := event.ValidateTopic(s.Group); err != nil {
@@ -271,6 +315,11 @@ func (c *Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+func isHTTPURL(raw string) bool {
+	u, err := url.Parse(raw)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != ""
 }
 
 func oneOf(v string, options ...string) bool {

@@ -73,6 +73,10 @@ retention: {max_age: 168h}
 routes:
   - path: /sync
     topic: match.updated
+    fallback: http://calendar-sidecar:7700/v1/inbox/match.updated
+fallbacks:
+  match.updated: http://calendar-sidecar:7700/v1/inbox/match.updated
+spool: {dir: /tmp/x, max_bytes: 10MiB}
 subscriptions:
   - topic: match.updated
     url: http://127.0.0.1:5003/manual-sync
@@ -102,6 +106,12 @@ subscriptions:
 	}
 	if g := c.Subscriptions[1]; g.Group != "audit" || g.Concurrency != 1 || g.MaxAttempts != 10 || g.Start != "earliest" {
 		t.Fatalf("second subscription defaults: got %+v", g)
+	}
+	if len(c.Routes) != 1 || c.Routes[0] != (Route{Path: "/sync", Topic: "match.updated", Fallback: "http://calendar-sidecar:7700/v1/inbox/match.updated"}) {
+		t.Fatalf("routes: got %+v", c.Routes)
+	}
+	if c.Fallbacks["match.updated"] != "http://calendar-sidecar:7700/v1/inbox/match.updated" || c.SpoolDir != "/tmp/x" || c.SpoolMaxBytes != 10<<20 {
+		t.Fatalf("fallbacks / spool: got %v %q %d", c.Fallbacks, c.SpoolDir, c.SpoolMaxBytes)
 	}
 	if c.Retention.MaxAge != 168*time.Hour || c.Retention.MaxLen != 0 {
 		t.Fatalf("retention: got %+v, want max_age 168h and no max_len", c.Retention)
@@ -142,6 +152,10 @@ func TestInvalidConfigNamesTheSetting(t *testing.T) {
 		{name: "bad yaml sub", file: "subscriptions: [{topic: t, url: 'http://x/', concurrency: 0}]\n", want: "subscriptions[0].concurrency"},
 		{name: "bad yaml backoff", file: "subscriptions: [{topic: t, url: 'http://x/', backoff: {initial: 2s, max: 1s}}]\n", want: "subscriptions[0].backoff"},
 		{name: "both retention", file: "retention: {max_len: 5, max_age: 1h}\n", want: "retention"},
+		{name: "route without slash", file: "routes: [{path: sync, topic: t}]\n", want: "routes[0].path"},
+		{name: "route on own endpoint", file: "routes: [{path: /v1/publish/t, topic: t}]\n", want: "routes[0].path"},
+		{name: "route bad fallback", file: "routes: [{path: /sync, topic: t, fallback: nope}]\n", want: "routes[0].fallback"},
+		{name: "bad spool size", env: map[string]string{"SIDECAR_SPOOL_MAX_BYTES": "huge"}, want: "SIDECAR_SPOOL_MAX_BYTES"},
 		{name: "duplicate subscription", env: map[string]string{"SIDECAR_SUBSCRIBE": "t=http://x/,t=http://y/"}, want: "subscribed twice"},
 		{name: "stray argument", args: []string{"run"}, want: "unexpected argument"},
 		{name: "missing file", env: map[string]string{"SIDECAR_CONFIG": "/nonexistent/sidecar.yaml"}, want: "config file"},

@@ -28,7 +28,8 @@ type fileConfig struct {
 		URL *string `yaml:"url"`
 	} `yaml:"redis"`
 	Spool struct {
-		Dir *string `yaml:"dir"`
+		Dir      *string `yaml:"dir"`
+		MaxBytes *string `yaml:"max_bytes"`
 	} `yaml:"spool"`
 	Log struct {
 		Level  *string `yaml:"level"`
@@ -39,8 +40,12 @@ type fileConfig struct {
 		MaxAge *string `yaml:"max_age"`
 	} `yaml:"retention"`
 	Subscriptions []fileSubscription `yaml:"subscriptions"`
-	// Routes belong to the outage issue; accepted here so a full DESIGN.md file loads.
-	Routes []yaml.Node `yaml:"routes"`
+	Routes        []struct {
+		Path     string `yaml:"path"`
+		Topic    string `yaml:"topic"`
+		Fallback string `yaml:"fallback"`
+	} `yaml:"routes"`
+	Fallbacks map[string]string `yaml:"fallbacks"`
 }
 
 type fileSubscription struct {
@@ -74,7 +79,7 @@ func applyFile(c *Config, path string, explicit map[string]bool) error {
 		"api_token": fc.APIToken, "webhook_secret": fc.WebhookSecret, "max_body": fc.MaxBody,
 		"publish_timeout": fc.PublishTimeout, "shutdown_grace": fc.ShutdownGrace,
 		"claim_timeout": fc.ClaimTimeout, "idempotency_window": fc.IdempotencyWindow, "dev": fc.Dev,
-		"redis.url": fc.Redis.URL, "spool.dir": fc.Spool.Dir,
+		"redis.url": fc.Redis.URL, "spool.dir": fc.Spool.Dir, "spool.max_bytes": fc.Spool.MaxBytes,
 		"log.level": fc.Log.Level, "log.format": fc.Log.Format,
 		"retention.max_len": fc.Retention.MaxLen, "retention.max_age": fc.Retention.MaxAge,
 	}
@@ -87,6 +92,12 @@ func applyFile(c *Config, path string, explicit map[string]bool) error {
 			return fmt.Errorf("config file %s: %s: %w", path, s.yaml, err)
 		}
 		explicit[s.yaml] = true
+	}
+	for _, r := range fc.Routes {
+		c.Routes = append(c.Routes, Route{Path: r.Path, Topic: r.Topic, Fallback: r.Fallback})
+	}
+	if len(fc.Fallbacks) > 0 {
+		c.Fallbacks = fc.Fallbacks
 	}
 	for i, fs := range fc.Subscriptions {
 		sub, err := fs.toSubscription()

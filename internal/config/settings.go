@@ -58,6 +58,12 @@ var settings = []setting{
 		apply: str(func(c *Config) *string { return &c.Consumer })},
 	{key: "spool-dir", env: "SIDECAR_SPOOL_DIR", yaml: "spool.dir", def: "./data/spool", help: "durable local buffer for outages",
 		apply: str(func(c *Config) *string { return &c.SpoolDir })},
+	{key: "spool-max-bytes", env: "SIDECAR_SPOOL_MAX_BYTES", yaml: "spool.max_bytes", def: "1GiB", help: "spool size bound; when full, publishes during an outage get 503 spool_full",
+		apply: func(c *Config, v string) error {
+			n, err := ParseBytes(v)
+			c.SpoolMaxBytes = n
+			return err
+		}},
 	{key: "api-token", env: "SIDECAR_API_TOKEN", yaml: "api_token", help: "require Authorization: Bearer <token> on the API (health endpoints excepted)",
 		apply: str(func(c *Config) *string { return &c.APIToken })},
 	{key: "webhook-secret", env: "SIDECAR_WEBHOOK_SECRET", yaml: "webhook_secret", help: "Standard Webhooks secret (whsec_…): sign deliveries",
@@ -83,7 +89,7 @@ var settings = []setting{
 		}},
 	{key: "retention-max-age", env: "SIDECAR_RETENTION_MAX_AGE", yaml: "retention.max_age", help: "per-topic age limit (MINID), e.g. 168h; replaces max_len",
 		apply: dur(func(c *Config) *time.Duration { return &c.Retention.MaxAge })},
-	{key: "publish-timeout", env: "SIDECAR_PUBLISH_TIMEOUT", yaml: "publish_timeout", def: "500ms", help: "longest a publish waits on Redis",
+	{key: "publish-timeout", env: "SIDECAR_PUBLISH_TIMEOUT", yaml: "publish_timeout", def: "500ms", help: "longest a publish waits on Redis before it goes to the spool",
 		apply: dur(func(c *Config) *time.Duration { return &c.PublishTimeout })},
 	{key: "shutdown-grace", env: "SIDECAR_SHUTDOWN_GRACE", yaml: "shutdown_grace", def: "10s", help: "on SIGTERM, how long in-flight requests and deliveries may finish",
 		apply: dur(func(c *Config) *time.Duration { return &c.ShutdownGrace })},
@@ -169,6 +175,14 @@ YAML file (--config); precedence: flag > env > file > default.
 		b.WriteString("\n")
 	}
 	b.WriteString(`
+Routes and fallbacks (YAML only):
+  routes:                  # answer an unmodified publisher at its old URL
+    - path: /sync
+      topic: match.updated
+      fallback: http://calendar-sidecar:7700/v1/inbox/match.updated  # while Redis is down
+  fallbacks:               # the same for POST /v1/publish/{topic}
+    match.updated: http://calendar-sidecar:7700/v1/inbox/match.updated
+
 Subscriptions in YAML (all keys but topic and url optional):
   subscriptions:
     - topic: match.updated

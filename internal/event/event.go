@@ -31,6 +31,9 @@ type Receipt struct {
 	ID       string `json:"id"`
 	Topic    string `json:"topic"`
 	StreamID string `json:"stream_id,omitempty"`
+	// Spooled is true when Redis was unavailable and the event was written
+	// durably to the local spool instead; it reaches the stream later.
+	Spooled bool `json:"spooled,omitempty"`
 	// Duplicate is true when an Idempotency-Key matched an earlier publish
 	// and this receipt is that publish's, replayed.
 	Duplicate bool `json:"-"`

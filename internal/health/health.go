@@ -98,17 +98,27 @@ type Runner interface {
 	Running() bool
 }
 
-// Readiness decides /readyz: Redis reachable, every subscription running,
-// and not draining.
+// Buffer is the durable fallback for publishes while Redis is away (the spool).
+type Buffer interface {
+	Writable() bool
+}
+
+// Readiness decides /readyz. "ready": Redis reachable and every
+// subscription running. "degraded" (still 200): publishes are accepted
+// durably by the spool though Redis or a subscription is not running.
+// "not_ready" (503): nothing can take a publish durably. "draining" (503):
+// shutting down.
 type Readiness struct {
 	monitor  *Monitor
+	buffer   Buffer
 	subs     map[string]Runner
 	draining atomic.Bool
 }
 
-// NewReadiness returns the readiness of a sidecar with these subscriptions (by name).
-func NewReadiness(m *Monitor, subs map[string]Runner) *Readiness {
-	return &Readiness{monitor: m, subs: subs}
+// NewReadiness returns the readiness of a sidecar with this spool and these
+// subscriptions (by name). buffer may be nil: no spool.
+func NewReadiness(m *Monitor, buffer Buffer, subs map[string]Runner) *Readiness {
+	return &Readiness{monitor: m, buffer: buffer, subs: subs}
 }
 
 // SetDraining turns readiness off for good: the process is shutting down.
@@ -116,15 +126,24 @@ func (r *Readiness) SetDraining() { r.draining.Store(true) }
 
 // Report is the JSON body of /readyz.
 type Report struct {
-	Status        string            `json:"status"` // ready | not_ready | draining
+	Status        string            `json:"status"` // ready | degraded | not_ready | draining
 	Redis         RedisState        `json:"redis"`
+	Spool         string            `json:"spool"` // writable | unavailable | none
 	Subscriptions map[string]string `json:"subscriptions"`
 	Reasons       []string          `json:"reasons,omitempty"`
 }
 
 // Check evaluates readiness now.
 func (r *Readiness) Check() Report {
-	rep := Report{Status: "ready", Redis: r.monitor.State(), Subscriptions: map[string]string{}}
+	rep := Report{Status: "ready", Redis: r.monitor.State(), Subscriptions: map[string]string{}, Spool: "none"}
+	writable := false
+	if r.buffer != nil {
+		writable = r.buffer.Writable()
+		rep.Spool = "unavailable"
+		if writable {
+			rep.Spool = "writable"
+		}
+	}
 	if !rep.Redis.Up {
 		rep.Reasons = append(rep.Reasons, "redis unreachable")
 	}
@@ -145,6 +164,8 @@ func (r *Readiness) Check() Report {
 	case r.draining.Load():
 		rep.Status = "draining"
 		rep.Reasons = append([]string{"shutting down"}, rep.Reasons...)
+	case len(rep.Reasons) > 0 && (writable && r.buffer != nil):
+		rep.Status = "degraded"
 	case len(rep.Reasons) > 0:
 		rep.Status = "not_ready"
 	}
@@ -161,7 +182,7 @@ func (r *Readiness) Handler() http.Handler {
 			return
 		}
 		rep := r.Check()
-		if rep.Status != "ready" {
+		if rep.Status != "ready" && rep.Status != "degraded" {
 			w.WriteHeader(http.StatusServiceUnavailable)
 		}
 		_ = json.NewEncoder(w).Encode(rep)

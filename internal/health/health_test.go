@@ -16,6 +16,10 @@ import (
 	"github.com/fogis-sidecar/sidecar/internal/redistest"
 )
 
+type fakeBuffer struct{ writable atomic.Bool }
+
+func (f *fakeBuffer) Writable() bool { return f.writable.Load() }
+
 type fakeRunner struct{ running atomic.Bool }
 
 func (f *fakeRunner) Running() bool { return f.running.Load() }
@@ -36,7 +40,7 @@ func TestReadiness(t *testing.T) {
 	rdb := srv.Client(t)
 	m := NewMonitor(rdb, time.Second, zerolog.Nop())
 	sub := &fakeRunner{}
-	r := NewReadiness(m, map[string]Runner{"match.updated/calendar": sub})
+	r := NewReadiness(m, nil, map[string]Runner{"match.updated/calendar": sub})
 
 	if code, rep := readyz(t, r); code != 503 || rep.Status != "not_ready" {
 		t.Fatalf("before the first ping: got %d %+v, want 503 not_ready", code, rep)
@@ -69,8 +73,18 @@ func TestMonitorSeesRedisDown(t *testing.T) {
 	if st.Up || st.LastError == "" {
 		t.Fatalf("nothing listening: got %+v, want down with an error", st)
 	}
-	r := NewReadiness(m, nil)
+	r := NewReadiness(m, nil, nil)
 	if code, rep := readyz(t, r); code != 503 || rep.Reasons[0] != "redis unreachable" {
 		t.Fatalf("got %d %+v", code, rep)
+	}
+	buf := &fakeBuffer{}
+	buf.writable.Store(true)
+	r = NewReadiness(m, buf, nil)
+	if code, rep := readyz(t, r); code != 200 || rep.Status != "degraded" || rep.Spool != "writable" {
+		t.Fatalf("redis down, spool writable: got %d %+v, want 200 degraded", code, rep)
+	}
+	buf.writable.Store(false)
+	if code, rep := readyz(t, r); code != 503 || rep.Status != "not_ready" || rep.Spool != "unavailable" {
+		t.Fatalf("redis down, spool full: got %d %+v, want 503 not_ready", code, rep)
 	}
 }

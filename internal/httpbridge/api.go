@@ -24,16 +24,21 @@ type Publisher interface {
 
 // APIConfig configures the HTTP API.
 type APIConfig struct {
-	Service        string        // event source
-	Token          string        // bearer token; "" = open
-	MaxBody        int64         // bytes
-	PublishTimeout time.Duration // longest a publish waits on the log
+	Service   string            // event source
+	Token     string            // bearer token; "" = open
+	MaxBody   int64             // bytes
+	Routes    []Route           // proxy routes
+	Fallbacks map[string]string // topic → fallback URL for /v1/publish
+	Secret    []byte            // Standard Webhooks key: signs fallbacks, verifies the inbox
+	// FallbackClient sends fallback POSTs; required when any fallback is set.
+	FallbackClient Doer
 }
 
 // NewAPI returns the sidecar's HTTP handler. health serves /healthz and
-// /readyz, which stay open when a token is set.
-func NewAPI(cfg APIConfig, pub Publisher, health http.Handler, log zerolog.Logger) http.Handler {
-	a := &api{cfg: cfg, pub: pub, log: log, now: time.Now}
+// /readyz, which stay open when a token is set. inbox may be nil (no
+// subscriptions).
+func NewAPI(cfg APIConfig, pub Publisher, inbox Inbox, health http.Handler, log zerolog.Logger) http.Handler {
+	a := &api{cfg: cfg, pub: pub, inboxer: inbox, log: log, now: time.Now}
 	r := chi.NewRouter()
 	r.NotFound(func(w http.ResponseWriter, _ *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such endpoint")
@@ -45,16 +50,31 @@ func NewAPI(cfg APIConfig, pub Publisher, health http.Handler, log zerolog.Logge
 	r.Method(http.MethodGet, "/readyz", health)
 	r.Group(func(r chi.Router) {
 		r.Use(a.authenticate)
-		r.Post("/v1/publish/{topic}", a.publish)
+		r.Post("/v1/publish/{topic}", func(w http.ResponseWriter, r *http.Request) {
+			topic := chi.URLParam(r, "topic")
+			a.publish(w, r, topic, a.cfg.Fallbacks[topic])
+		})
+		r.Post("/v1/inbox/{topic}", a.inbox)
+		for _, rt := range cfg.Routes {
+			r.Post(rt.Path, func(w http.ResponseWriter, r *http.Request) { a.publish(w, r, rt.Topic, rt.Fallback) })
+		}
 	})
 	return r
 }
 
 type api struct {
-	cfg APIConfig
-	pub Publisher
-	log zerolog.Logger
-	now func() time.Time
+	cfg     APIConfig
+	pub     Publisher
+	inboxer Inbox
+	log     zerolog.Logger
+	now     func() time.Time
+}
+
+// publishResponse is the 202 body: the receipt, and with a fallback
+// configured and Redis down, whether the fallback took the event.
+type publishResponse struct {
+	event.Receipt
+	Fallback string `json:"fallback,omitempty"`
 }
 
 func (a *api) authenticate(next http.Handler) http.Handler {
@@ -73,34 +93,35 @@ func (a *api) authenticate(next http.Handler) http.Handler {
 	})
 }
 
-func (a *api) publish(w http.ResponseWriter, r *http.Request) {
-	topic := chi.URLParam(r, "topic")
+func (a *api) publish(w http.ResponseWriter, r *http.Request, topic, fallback string) {
 	if err := event.ValidateTopic(topic); err != nil {
 		writeError(w, http.StatusBadRequest, "invalid_topic", err.Error())
 		return
 	}
-	ev, status, code, err := a.readEvent(w, r)
+	ev, status, code, err := a.readEvent(w, r, topic)
 	if err != nil {
 		writeError(w, status, code, err.Error())
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), a.cfg.PublishTimeout)
-	defer cancel()
-	rc, err := a.pub.Publish(ctx, topic, ev)
+	rc, err := a.pub.Publish(r.Context(), topic, ev)
 	if err != nil {
-		a.log.Warn().Err(err).Str("topic", topic).Str("event_id", ev.ID).Msg("publish failed")
-		writeError(w, http.StatusServiceUnavailable, "unavailable", "the event log is unavailable; the event was not accepted, retry later")
+		a.log.Warn().Err(err).Str("topic", topic).Str("event_id", ev.ID).Msg("publish refused")
+		writeError(w, http.StatusServiceUnavailable, errorCode(err, "unavailable"), err.Error()+"; the event was not accepted, retry later")
 		return
 	}
 	if rc.Duplicate {
 		w.Header().Set("Idempotent-Replayed", "true")
 	}
-	writeJSON(w, http.StatusAccepted, rc)
+	resp := publishResponse{Receipt: rc}
+	if rc.Spooled && fallback != "" {
+		resp.Fallback = a.sendFallback(r.Context(), fallback, topic, ev)
+	}
+	writeJSON(w, http.StatusAccepted, resp)
 }
 
 // readEvent builds the event from the request: a structured CloudEvent, or
 // the body as data with attributes from ce-* headers (binary mode).
-func (a *api) readEvent(w http.ResponseWriter, r *http.Request) (*event.Event, int, string, error) {
+func (a *api) readEvent(w http.ResponseWriter, r *http.Request, topic string) (*event.Event, int, string, error) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.cfg.MaxBody))
 	if err != nil {
 		var tooLarge *http.MaxBytesError
@@ -118,7 +139,7 @@ func (a *api) readEvent(w http.ResponseWriter, r *http.Request) (*event.Event, i
 		}
 	} else {
 		ev = &event.Event{
-			ID: event.NewID(), Source: a.cfg.Service, Type: chi.URLParam(r, "topic"),
+			ID: event.NewID(), Source: a.cfg.Service, Type: topic,
 			Time: a.now(), ContentType: ct, Data: body,
 		}
 		if ev.ContentType == "" {
@@ -169,6 +190,15 @@ func humanBytes(n int64) string {
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// errorCode is the API error code an error carries (a Code method), or def.
+func errorCode(err error, def string) string {
+	var coded interface{ Code() string }
+	if errors.As(err, &coded) {
+		return coded.Code()
+	}
+	return def
+}
 
 // writeError writes the contract's error shape {"error","code"}.
 func writeError(w http.ResponseWriter, status int, code, msg string) {

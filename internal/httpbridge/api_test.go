@@ -35,9 +35,14 @@ func (f *fakePublisher) Publish(ctx context.Context, topic string, ev *event.Eve
 	return event.Receipt{ID: ev.ID, Topic: topic, StreamID: "1-0"}, nil
 }
 
+type codedErr string
+
+func (c codedErr) Error() string { return "refused: " + string(c) }
+func (c codedErr) Code() string  { return string(c) }
+
 func newTestAPI(pub Publisher, token string) http.Handler {
 	health := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) })
-	return NewAPI(APIConfig{Service: "processor", Token: token, MaxBody: 256, PublishTimeout: time.Second}, pub, health, zerolog.Nop())
+	return NewAPI(APIConfig{Service: "processor", Token: token, MaxBody: 256}, pub, nil, health, zerolog.Nop())
 }
 
 func do(h http.Handler, method, path, body string, headers map[string]string) *httptest.ResponseRecorder {
@@ -66,6 +71,7 @@ func TestPublishResponses(t *testing.T) {
 		{name: "cloudevent missing id", path: "/v1/publish/t", body: `{"specversion":"1.0","type":"x"}`, headers: map[string]string{"Content-Type": "application/cloudevents+json"}, wantStatus: 400, wantCode: "malformed_cloudevent"},
 		{name: "bad ce-id", path: "/v1/publish/t", body: "x", headers: map[string]string{"ce-id": strings.Repeat("i", 300)}, wantStatus: 400, wantCode: "invalid_header"},
 		{name: "redis down", path: "/v1/publish/t", body: "x", pubErr: errors.New("dial tcp: connection refused"), wantStatus: 503, wantCode: "unavailable"},
+		{name: "spool full", path: "/v1/publish/t", body: "x", pubErr: codedErr("spool_full"), wantStatus: 503, wantCode: "spool_full"},
 		{name: "unknown path", path: "/v1/nope", body: "x", wantStatus: 404, wantCode: "not_found"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

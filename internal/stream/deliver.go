@@ -34,10 +34,17 @@ func (s *Subscriber) process(ctx, dctx context.Context, j job) {
 		return
 	}
 	log = log.With().Str("event_id", ev.ID).Logger()
+	ack := func(ctx context.Context) error { return s.rdb.XAck(ctx, Key(s.cfg.Topic), s.cfg.Group, j.id).Err() }
+	if s.cfg.Dedup != nil && s.cfg.Dedup.Delivered(dctx, ev.ID) {
+		s.finish(dctx, ack)
+		s.deduplicated.Add(1)
+		log.Debug().Msg("already delivered through the inbox; acknowledged")
+		return
+	}
 	for attempt := 1; ; attempt++ {
 		err := s.h.Handle(dctx, Delivery{Topic: s.cfg.Topic, StreamID: j.id, Attempt: attempt, Event: ev})
 		if err == nil {
-			s.finish(dctx, func(ctx context.Context) error { return s.rdb.XAck(ctx, Key(s.cfg.Topic), s.cfg.Group, j.id).Err() })
+			s.finish(dctx, ack)
 			s.delivered.Add(1)
 			s.mu.Lock()
 			s.lastDelivery = time.Now()

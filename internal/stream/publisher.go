@@ -49,7 +49,7 @@ func (p *Publisher) trim() (string, string) {
 // appends nothing (atomically, in one script).
 func (p *Publisher) Publish(ctx context.Context, topic string, ev *event.Event) (event.Receipt, error) {
 	if ev.IdempotencyKey != "" {
-		return p.publishOnce(ctx, topic, ev)
+		return p.publishOnce(ctx, topic, ev, ev.IdempotencyKey)
 	}
 	args := &redis.XAddArgs{Stream: Key(topic), Values: ev.Values(), Approx: true}
 	switch kind, threshold := p.trim(); kind {
@@ -83,13 +83,53 @@ redis.call('SET', KEYS[2], val, 'PX', ARGV[3])
 return {1, val}
 `)
 
-func (p *Publisher) publishOnce(ctx context.Context, topic string, ev *event.Event) (event.Receipt, error) {
+// PublishDrained appends an event replayed from the spool. It may be
+// replayed more than once (a crash between XADD and the spool's ack), so it
+// is idempotent by event id (or by the publisher's Idempotency-Key). An
+// uncertain event — spooled after a timed-out XADD that Redis may still
+// have applied — is first looked for among the stream's newest entries.
+func (p *Publisher) PublishDrained(ctx context.Context, topic string, ev *event.Event, uncertain bool) (event.Receipt, error) {
+	if uncertain {
+		sid, err := p.findRecent(ctx, topic, ev.ID)
+		if err != nil {
+			return event.Receipt{}, err
+		}
+		if sid != "" {
+			return event.Receipt{ID: ev.ID, Topic: topic, StreamID: sid, Duplicate: true}, nil
+		}
+	}
+	key := ev.IdempotencyKey
+	if key == "" {
+		key = "\x00event-id:" + ev.ID // cannot collide with a client's printable key
+	}
+	return p.publishOnce(ctx, topic, ev, key)
+}
+
+// recentWindow is how many of a stream's newest entries findRecent reads.
+// An XADD that timed out lands, if at all, when Redis resumes — just before
+// the drain, with only other stalled writes after it.
+const recentWindow = 1000
+
+func (p *Publisher) findRecent(ctx context.Context, topic, eventID string) (string, error) {
+	msgs, err := p.rdb.XRevRangeN(ctx, Key(topic), "+", "-", recentWindow).Result()
+	if err != nil {
+		return "", fmt.Errorf("xrevrange %s: %w", Key(topic), err)
+	}
+	for _, m := range msgs {
+		if m.Values[event.FieldID] == eventID {
+			return m.ID, nil
+		}
+	}
+	return "", nil
+}
+
+func (p *Publisher) publishOnce(ctx context.Context, topic string, ev *event.Event, key string) (event.Receipt, error) {
 	kind, threshold := p.trim()
 	vals := ev.Values()
 	argv := make([]any, 0, 4+len(vals))
 	argv = append(argv, kind, threshold, p.idemTTL.Milliseconds(), ev.ID)
 	argv = append(argv, vals...)
-	res, err := publishOnceScript.Run(ctx, p.rdb, []string{Key(topic), idemKey(topic, ev.IdempotencyKey)}, argv...).Slice()
+	res, err := publishOnceScript.Run(ctx, p.rdb, []string{Key(topic), idemKey(topic, key)}, argv...).Slice()
 	if err != nil {
 		return event.Receipt{}, fmt.Errorf("idempotent xadd %s: %w", Key(topic), err)
 	}

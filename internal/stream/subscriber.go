@@ -44,6 +44,15 @@ type SubscriptionConfig struct {
 	Grace        time.Duration  // on stop, how long in-flight deliveries may finish
 	DLQMaxLen    int64          // approximate MAXLEN of the DLQ stream; 0 = unbounded
 	Block        time.Duration  // XREADGROUP BLOCK; default 2s
+	// Dedup, when set, reports events already delivered another way (the
+	// inbox fallback); those are acknowledged without a second delivery.
+	Dedup Deduper
+}
+
+// Deduper knows events delivered outside the stream. Delivered may wait
+// while such a delivery is still under way.
+type Deduper interface {
+	Delivered(ctx context.Context, eventID string) bool
 }
 
 // Stats are a subscription's counters since start.
@@ -51,7 +60,8 @@ type Stats struct {
 	Delivered    uint64    `json:"delivered"`
 	Retried      uint64    `json:"retried"`
 	DeadLettered uint64    `json:"dead_lettered"`
-	Gone         uint64    `json:"gone"` // pending entries the stream no longer held
+	Gone         uint64    `json:"gone"`         // pending entries the stream no longer held
+	Deduplicated uint64    `json:"deduplicated"` // acknowledged: already delivered through the inbox
 	LastDelivery time.Time `json:"last_delivery,omitzero"`
 	LastError    string    `json:"last_error,omitempty"`
 }
@@ -68,10 +78,10 @@ type Subscriber struct {
 	running  atomic.Bool
 	inflight inflight
 
-	delivered, retried, deadLettered, gone atomic.Uint64
-	mu                                     sync.Mutex
-	lastDelivery                           time.Time
-	lastError                              string
+	delivered, retried, deadLettered, gone, deduplicated atomic.Uint64
+	mu                                                   sync.Mutex
+	lastDelivery                                         time.Time
+	lastError                                            string
 }
 
 // job is one stream entry handed from the reader to a worker.
@@ -97,6 +107,9 @@ func NewSubscriber(rdb redis.UniversalClient, cfg SubscriptionConfig, h Handler,
 	return &Subscriber{rdb: rdb, cfg: cfg, h: h, log: log, inflight: inflight{ids: map[string]struct{}{}}}
 }
 
+// SetDedup sets the Deduper; call before Run.
+func (s *Subscriber) SetDedup(d Deduper) { s.cfg.Dedup = d }
+
 // Config returns the subscription's configuration.
 func (s *Subscriber) Config() SubscriptionConfig { return s.cfg }
 
@@ -109,7 +122,7 @@ func (s *Subscriber) Stats() Stats {
 	defer s.mu.Unlock()
 	return Stats{
 		Delivered: s.delivered.Load(), Retried: s.retried.Load(),
-		DeadLettered: s.deadLettered.Load(), Gone: s.gone.Load(),
+		DeadLettered: s.deadLettered.Load(), Gone: s.gone.Load(), Deduplicated: s.deduplicated.Load(),
 		LastDelivery: s.lastDelivery, LastError: s.lastError,
 	}
 }
