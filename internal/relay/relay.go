@@ -62,7 +62,7 @@ type Relay struct {
 	spooling atomic.Bool
 	wake     chan struct{}
 
-	spoolBroken                   atomic.Bool // the last spool append failed (not for being full)
+	refusing                      atomic.Bool // the last spool append failed (full or broken), until space is freed
 	spooled, drained, spoolErrors atomic.Uint64
 	lastErr                       atomic.Value // string
 }
@@ -105,7 +105,7 @@ func (r *Relay) toSpool(topic string, ev *event.Event, uncertain bool) (event.Re
 	err := r.spool.Append(topic, ev, flags)
 	r.mu.RUnlock()
 	r.kick()
-	r.spoolBroken.Store(err != nil && !errors.Is(err, spool.ErrFull))
+	r.refusing.Store(err != nil)
 	if err != nil {
 		r.spoolErrors.Add(1)
 		if errors.Is(err, spool.ErrFull) {
@@ -132,11 +132,11 @@ func (r *Relay) kick() {
 	}
 }
 
-// Writable reports whether the spool can take a publish now: not full, and
-// its last write did not fail.
+// Writable reports whether the spool can take a publish now: its last
+// append did not fail (or the drain freed space since), and it is not full.
 func (r *Relay) Writable() bool {
 	st := r.spool.Stats()
-	return !r.spoolBroken.Load() && st.Bytes < st.MaxBytes
+	return !r.refusing.Load() && st.Bytes < st.MaxBytes
 }
 
 // Spooling reports whether publishes currently go to the spool.
@@ -229,6 +229,7 @@ func (r *Relay) drain(ctx context.Context) error {
 			if err := r.spool.Ack(recs[:done]); err != nil {
 				return fmt.Errorf("spool ack: %w", err)
 			}
+			r.refusing.Store(false) // space was freed: worth trying again
 			if moved == 0 {
 				r.logger.Info().Int("spooled", r.spool.Stats().Events+done).Msg("redis is back: draining the spool")
 			}
