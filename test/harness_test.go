@@ -191,7 +191,13 @@ type receipt struct {
 // publish POSTs body to the sidecar's publish endpoint.
 func (s *sidecar) publish(topic string, body []byte, headers ...string) (int, receipt) {
 	s.t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, s.url("/v1/publish/"+topic), bytes.NewReader(body))
+	return s.post("/v1/publish/"+topic, body, headers...)
+}
+
+// post POSTs a JSON body to path (a publish endpoint or a route) and decodes the answer.
+func (s *sidecar) post(path string, body []byte, headers ...string) (int, receipt) {
+	s.t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, s.url(path), bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	for i := 0; i+1 < len(headers); i += 2 {
 		req.Header.Set(headers[i], headers[i+1])
@@ -228,6 +234,16 @@ func (s *sidecar) mustPublish(topic string, body []byte, headers ...string) rece
 	code, r := s.publish(topic, body, headers...)
 	if code != http.StatusAccepted || r.ID == "" || r.StreamID == "" {
 		s.t.Fatalf("publish: got %d %+v, want 202 with id and stream_id", code, r)
+	}
+	return r
+}
+
+// mustPublishSpooled publishes and requires a 202 that says spooled.
+func (s *sidecar) mustPublishSpooled(topic string, body []byte) receipt {
+	s.t.Helper()
+	code, r := s.publish(topic, body)
+	if code != http.StatusAccepted || !r.Spooled || r.ID == "" {
+		s.t.Fatalf("publish: got %d %+v, want 202 spooled", code, r)
 	}
 	return r
 }

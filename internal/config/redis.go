@@ -59,6 +59,11 @@ func ParseRedisURL(raw string) (*redis.UniversalOptions, error) {
 	// context deadline, and connection attempts fail fast.
 	uo.ContextTimeoutEnabled = true
 	uo.DialTimeout = 2 * time.Second
+	// go-redis retries a refused dial 5 times, 100 ms apart, by default: half
+	// a second in which a publish could have been spooled. The sidecar has
+	// its own retry loops, so fail fast here.
+	uo.DialerRetries = 1
+	uo.DialerRetryTimeout = 10 * time.Millisecond
 	uo.ReadTimeout = 5 * time.Second
 	uo.WriteTimeout = 5 * time.Second
 	uo.MaxRetries = 1

@@ -53,7 +53,11 @@ func (f *fakeLog) PublishDrained(ctx context.Context, topic string, ev *event.Ev
 	return f.take(ctx, ev, uncertain)
 }
 
-func (f *fakeLog) got() []string { f.mu.Lock(); defer f.mu.Unlock(); return append([]string(nil), f.ids...) }
+func (f *fakeLog) got() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.ids...)
+}
 
 func newRelay(t *testing.T, log *fakeLog, opts spool.Options) (*Relay, func()) {
 	t.Helper()
