@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -37,7 +38,7 @@ type APIConfig struct {
 // NewAPI returns the sidecar's HTTP handler. health serves /healthz and
 // /readyz, which stay open when a token is set. inbox may be nil (no
 // subscriptions).
-func NewAPI(cfg APIConfig, pub Publisher, inbox Inbox, health http.Handler, log zerolog.Logger) http.Handler {
+func NewAPI(cfg APIConfig, pub Publisher, inbox Inbox, health http.Handler, log zerolog.Logger) *API {
 	a := &api{cfg: cfg, pub: pub, inboxer: inbox, log: log, now: time.Now}
 	r := chi.NewRouter()
 	r.NotFound(func(w http.ResponseWriter, _ *http.Request) {
@@ -59,7 +60,24 @@ func NewAPI(cfg APIConfig, pub Publisher, inbox Inbox, health http.Handler, log 
 			r.Post(rt.Path, func(w http.ResponseWriter, r *http.Request) { a.publish(w, r, rt.Topic, rt.Fallback) })
 		}
 	})
-	return r
+	return &API{Handler: r, api: a}
+}
+
+// API is the sidecar's HTTP handler.
+type API struct {
+	http.Handler
+	api *api
+}
+
+// FallbackStats counts fallback POSTs by outcome.
+type FallbackStats struct {
+	Delivered uint64 `json:"delivered"`
+	Failed    uint64 `json:"failed"`
+}
+
+// FallbackStats returns the fallback counters.
+func (a *API) FallbackStats() FallbackStats {
+	return FallbackStats{Delivered: a.api.fallbackOK.Load(), Failed: a.api.fallbackFailed.Load()}
 }
 
 type api struct {
@@ -68,6 +86,8 @@ type api struct {
 	inboxer Inbox
 	log     zerolog.Logger
 	now     func() time.Time
+
+	fallbackOK, fallbackFailed atomic.Uint64
 }
 
 // publishResponse is the 202 body: the receipt, and with a fallback

@@ -35,6 +35,16 @@ const fallbackTimeout = 2 * time.Second
 // sendFallback POSTs a spooled event straight to url (normally a peer
 // sidecar's /v1/inbox/{topic}) and says how that went, for the publisher.
 func (a *api) sendFallback(ctx context.Context, url, topic string, ev *event.Event) string {
+	outcome := a.postFallback(ctx, url, topic, ev)
+	if outcome == "delivered" {
+		a.fallbackOK.Add(1)
+	} else {
+		a.fallbackFailed.Add(1)
+	}
+	return outcome
+}
+
+func (a *api) postFallback(ctx context.Context, url, topic string, ev *event.Event) string {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), fallbackTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(ev.Data))

@@ -417,3 +417,39 @@ func TestHealsAfterRedisRestartLosesGroup(t *testing.T) {
 		t.Fatal("subscriber not running after healing")
 	}
 }
+
+func TestPublishDrainedIsIdempotentByEventID(t *testing.T) {
+	_, rdb, topic, p := setup(t, redistest.Start, "drain", Retention{})
+	ctx := context.Background()
+	ev := newEvent("spooled")
+	r1, err := p.PublishDrained(ctx, topic, ev, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A crash between XADD and the spool's ack replays the same record.
+	r2, err := p.PublishDrained(ctx, topic, ev, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r2.StreamID != r1.StreamID || !r2.Duplicate {
+		t.Fatalf("replayed drain: got %+v after %+v, want the same entry", r2, r1)
+	}
+	// An uncertain record whose timed-out XADD did land is found, not re-added.
+	landed := newEvent("landed")
+	direct, err := p.Publish(ctx, topic, landed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r3, err := p.PublishDrained(ctx, topic, landed, true)
+	if err != nil || r3.StreamID != direct.StreamID || !r3.Duplicate {
+		t.Fatalf("uncertain drain of a landed event: got %+v, %v; want its entry %s", r3, err, direct.StreamID)
+	}
+	// An uncertain record that never landed is added.
+	lost := newEvent("never-landed")
+	if r4, err := p.PublishDrained(ctx, topic, lost, true); err != nil || r4.Duplicate || r4.StreamID == "" {
+		t.Fatalf("uncertain drain of a lost event: got %+v, %v", r4, err)
+	}
+	if n := rdb.XLen(ctx, Key(topic)).Val(); n != 3 {
+		t.Fatalf("stream length: got %d, want 3", n)
+	}
+}
