@@ -377,18 +377,19 @@ func (s *Spool) ensureActive() error {
 	return nil
 }
 
-// Peek returns up to max undrained records, oldest first, without removing
+// peekChunk is how much of a segment one Peek reads at first; it grows when
+// a single record is larger.
+const peekChunk = 1 << 20
+
+// Peek returns up to limit undrained records, oldest first, without removing
 // them. Damaged records are skipped.
-func (s *Spool) Peek(max int) ([]Record, error) {
+func (s *Spool) Peek(limit int) ([]Record, error) {
 	s.mu.Lock()
 	cur := s.cursor
 	segs := append([]segment(nil), s.segs...)
 	s.mu.Unlock()
 	var out []Record
 	for _, sg := range segs {
-		if len(out) >= max {
-			break
-		}
 		if sg.seq < cur.seq {
 			continue
 		}
@@ -396,29 +397,54 @@ func (s *Spool) Peek(max int) ([]Record, error) {
 		if sg.seq == cur.seq {
 			start = cur.off
 		}
-		if start >= sg.size {
-			continue
+		for start < sg.size && len(out) < limit {
+			recs, next, err := s.peekSegment(sg, start, limit-len(out))
+			if err != nil {
+				return out, err
+			}
+			out = append(out, recs...)
+			start = next
 		}
-		b, err := readRange(s.segPath(sg.seq), start, sg.size)
+		if len(out) >= limit {
+			break
+		}
+	}
+	return out, nil
+}
+
+// peekSegment decodes up to limit records of segment sg from offset start,
+// reading a bounded chunk. It returns them and the offset after the last.
+func (s *Spool) peekSegment(sg segment, start int64, limit int) ([]Record, int64, error) {
+	for chunk := int64(peekChunk); ; chunk *= 2 {
+		end := min(start+chunk, sg.size)
+		b, err := readRange(s.segPath(sg.seq), start, end)
 		if err != nil {
-			return out, err
+			return nil, start, err
 		}
+		var out []Record
 		var derr error
-		scan(b, 0, func(flags byte, payload []byte, _, end int) bool {
+		good := scan(b, 0, func(flags byte, payload []byte, _, e int) bool {
 			topic, ev, err := event.DecodeBinary(payload)
 			if err != nil {
 				derr = fmt.Errorf("spool: decode record: %w", err)
 				return false
 			}
 			out = append(out, Record{Topic: topic, Event: ev, Uncertain: flags&FlagUncertain != 0,
-				end: position{seq: sg.seq, off: start + int64(end)}})
-			return len(out) < max
+				end: position{seq: sg.seq, off: start + int64(e)}})
+			return len(out) < limit
 		}, nil)
-		if derr != nil {
-			return out, derr
+		switch {
+		case derr != nil:
+			return out, start, derr
+		case len(out) > 0:
+			return out, out[len(out)-1].end.off, nil
+		case end == sg.size:
+			// Nothing whole in the rest of the segment (recovery cut torn tails,
+			// so this is damage): step over it.
+			return nil, start + int64(max(good, len(b))), nil
 		}
+		// The chunk ended inside one large record: read more.
 	}
-	return out, nil
 }
 
 func readRange(path string, from, to int64) ([]byte, error) {

@@ -220,3 +220,18 @@ func TestConcurrentAppendsAreAllDurableAndShareFsyncs(t *testing.T) {
 		}
 	}
 }
+
+func TestRecordsLargerThanAReadChunk(t *testing.T) {
+	s, _ := open(t, t.TempDir(), Options{})
+	big := ev(1)
+	big.Data = bytes.Repeat([]byte("x"), 3<<20)
+	appendN(t, s, 0, 1)
+	if err := s.Append("topic", big, 0); err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, s, 2, 1)
+	ids, recs := peekIDs(t, s, 10)
+	if fmt.Sprint(ids) != "[ev-00000 ev-00001 ev-00002]" || len(recs[1].Event.Data) != 3<<20 {
+		t.Fatalf("got %v (big record %d bytes)", ids, len(recs[1].Event.Data))
+	}
+}
