@@ -33,6 +33,7 @@ import (
 	"github.com/fogis-sidecar/sidecar/internal/health"
 	"github.com/fogis-sidecar/sidecar/internal/httpbridge"
 	"github.com/fogis-sidecar/sidecar/internal/inbox"
+	"github.com/fogis-sidecar/sidecar/internal/metrics"
 	"github.com/fogis-sidecar/sidecar/internal/relay"
 	"github.com/fogis-sidecar/sidecar/internal/spool"
 	"github.com/fogis-sidecar/sidecar/internal/stream"
@@ -112,8 +113,9 @@ func serve(ctx context.Context, cfg *config.Config, logger zerolog.Logger) error
 	}
 	defer ledger.Close()
 
-	monitor := health.NewMonitor(rdb, time.Second, component("redis-monitor"))
-	subs, targets := newSubscriptions(cfg, rdb, secret, component)
+	m := metrics.New()
+	monitor := health.NewMonitor(rdb, time.Second, m, component("redis-monitor"))
+	subs, targets := newSubscriptions(cfg, rdb, secret, m, component)
 	in := inbox.New(ledger, targets, cfg.ShutdownGrace, component("inbox"))
 	runners := map[string]health.Runner{}
 	for _, s := range subs {
@@ -124,8 +126,20 @@ func serve(ctx context.Context, cfg *config.Config, logger zerolog.Logger) error
 	publisher := stream.NewPublisher(rdb,
 		stream.Retention{MaxLen: cfg.Retention.MaxLen, MaxAge: cfg.Retention.MaxAge},
 		cfg.IdempotencyWindow, component("publisher"))
-	rel := relay.New(publisher, sp, cfg.PublishTimeout, component("relay"))
+	rel := relay.New(publisher, sp, cfg.PublishTimeout, m, component("relay"))
 	readiness := health.NewReadiness(monitor, rel, runners)
+	statusSubs := make([]health.Subscription, len(subs))
+	for i, s := range subs {
+		statusSubs[i] = s
+	}
+	status := health.NewStatus(rdb, health.Sources{
+		Service: cfg.Service, Consumer: cfg.Consumer, RedisURL: config.RedactURL(cfg.RedisURL), Version: version,
+		Monitor: monitor, Subscriptions: statusSubs, Gauges: m,
+		Spool:     func() any { return rel.Stats() },
+		Topics:    m.TopicCounts,
+		Fallbacks: m.FallbackCounts,
+		OnRefresh: func() { st := sp.Stats(); m.SetSpool(st.Events, st.Bytes, st.MaxBytes) },
+	}, 5*time.Second, component("status"))
 	var routes []httpbridge.Route
 	for _, r := range cfg.Routes {
 		routes = append(routes, httpbridge.Route{Path: r.Path, Topic: r.Topic, Fallback: r.Fallback})
@@ -136,7 +150,8 @@ func serve(ctx context.Context, cfg *config.Config, logger zerolog.Logger) error
 	}
 	api := httpbridge.NewAPI(httpbridge.APIConfig{
 		Service: cfg.Service, Token: cfg.APIToken, MaxBody: cfg.MaxBody,
-		Routes: routes, Fallbacks: cfg.Fallbacks, Secret: secret, FallbackClient: newHTTPClient(4),
+		Routes: routes, Fallbacks: cfg.Fallbacks, Secret: secret, FallbackClient: newHTTPClient(4), Observer: m,
+		Extra: map[string]http.Handler{"/v1/status": status.Handler(), "/metrics": m.Handler()},
 	}, rel, inboxer, readiness.Handler(), component("api"))
 
 	// Bind before running, so a port conflict fails the start, not a goroutine.
@@ -192,9 +207,14 @@ func serve(ctx context.Context, cfg *config.Config, logger zerolog.Logger) error
 		g.Add(func() error { return rel.Run(rctx) }, func(error) { cancel() })
 	}
 	{
-		// Redis health monitor.
+		// Redis health monitor: ping, INFO, state-change logs.
 		mctx, cancel := context.WithCancel(ctx)
 		g.Add(func() error { return monitor.Run(mctx) }, func(error) { cancel() })
+	}
+	{
+		// Status collector: lag, pending and DLQ gauges, read on a ticker.
+		sctx, cancel := context.WithCancel(ctx)
+		g.Add(func() error { return status.Run(sctx) }, func(error) { cancel() })
 	}
 
 	err = g.Run()
@@ -207,7 +227,7 @@ func serve(ctx context.Context, cfg *config.Config, logger zerolog.Logger) error
 
 // newSubscriptions builds, per configured subscription, its subscriber and
 // the inbox target that delivers fallback events to the same webhook.
-func newSubscriptions(cfg *config.Config, rdb redis.UniversalClient, secret []byte, component func(string) zerolog.Logger) ([]*stream.Subscriber, []inbox.Target) {
+func newSubscriptions(cfg *config.Config, rdb redis.UniversalClient, secret []byte, obs stream.Observer, component func(string) zerolog.Logger) ([]*stream.Subscriber, []inbox.Target) {
 	var (
 		subs    []*stream.Subscriber
 		targets []inbox.Target
@@ -223,7 +243,7 @@ func newSubscriptions(cfg *config.Config, rdb redis.UniversalClient, secret []by
 			Topic: sc.Topic, Group: sc.Group, Consumer: cfg.Consumer,
 			StartLatest: sc.Start == config.StartLatest, Concurrency: sc.Concurrency,
 			MaxAttempts: sc.MaxAttempts, Backoff: policy,
-			ClaimTimeout: cfg.ClaimTimeout, Grace: cfg.ShutdownGrace, DLQMaxLen: cfg.Retention.MaxLen,
+			ClaimTimeout: cfg.ClaimTimeout, Grace: cfg.ShutdownGrace, DLQMaxLen: cfg.Retention.MaxLen, Observer: obs,
 		}, handler, log))
 		targets = append(targets, inbox.Target{
 			Key: sc.Topic + "/" + sc.Group, Topic: sc.Topic, MaxAttempts: sc.MaxAttempts, Backoff: policy,

@@ -4,6 +4,7 @@ package health
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"sort"
 	"sync"
@@ -14,17 +15,35 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// Monitor pings Redis on an interval and remembers whether it answers.
-// It logs changes of state, not every tick.
+// Monitor pings Redis on an interval, reads INFO every few pings, and
+// remembers what it saw. It logs changes of state — up/down, memory above
+// 80 % of maxmemory, an evicting policy, failing persistence — once per
+// change, not every tick.
 type Monitor struct {
 	rdb      redis.UniversalClient
 	interval time.Duration
+	gauges   RedisGauges
 	log      zerolog.Logger
 
 	mu      sync.Mutex
 	state   RedisState
+	info    RedisInfo
 	checked bool
+	ticks   int
+	warned  map[string]string // condition → what was logged
 }
+
+// RedisGauges receives what the monitor measures (metrics).
+type RedisGauges interface {
+	SetRedis(up bool, latency time.Duration, usedMemory, maxMemory int64)
+}
+
+type nopGauges struct{}
+
+func (nopGauges) SetRedis(bool, time.Duration, int64, int64) {}
+
+// infoEvery is how many pings pass between INFO reads.
+const infoEvery = 5
 
 // RedisState is the monitor's latest view of Redis.
 type RedisState struct {
@@ -35,9 +54,12 @@ type RedisState struct {
 	Since     time.Time     `json:"since"`
 }
 
-// NewMonitor returns a Monitor; Run starts it.
-func NewMonitor(rdb redis.UniversalClient, interval time.Duration, log zerolog.Logger) *Monitor {
-	return &Monitor{rdb: rdb, interval: interval, log: log}
+// NewMonitor returns a Monitor; Run starts it. gauges may be nil.
+func NewMonitor(rdb redis.UniversalClient, interval time.Duration, gauges RedisGauges, log zerolog.Logger) *Monitor {
+	if gauges == nil {
+		gauges = nopGauges{}
+	}
+	return &Monitor{rdb: rdb, interval: interval, gauges: gauges, log: log, warned: map[string]string{}}
 }
 
 // Run pings until ctx is done.
@@ -54,7 +76,7 @@ func (m *Monitor) Run(ctx context.Context) error {
 	}
 }
 
-// Check pings Redis once and records the outcome.
+// Check pings Redis once (and every infoEvery pings reads INFO) and records the outcome.
 func (m *Monitor) Check(ctx context.Context) RedisState {
 	cctx, cancel := context.WithTimeout(ctx, max(m.interval, time.Second))
 	start := time.Now()
@@ -64,6 +86,26 @@ func (m *Monitor) Check(ctx context.Context) RedisState {
 	if ctx.Err() != nil {
 		return m.State()
 	}
+	st, readInfo := m.record(err, lat)
+	if readInfo {
+		cctx, cancel := context.WithTimeout(ctx, max(m.interval, time.Second))
+		info, err := ReadInfo(cctx, m.rdb)
+		cancel()
+		if err == nil {
+			m.mu.Lock()
+			m.info = info
+			m.mu.Unlock()
+			m.warnOnChange(info)
+		}
+	}
+	info := m.Info()
+	m.gauges.SetRedis(st.Up, st.Latency, info.UsedMemory, info.MaxMemory)
+	return st
+}
+
+// record stores a ping's outcome, logging a change of state; it says
+// whether this tick should also read INFO.
+func (m *Monitor) record(err error, lat time.Duration) (RedisState, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	up := err == nil
@@ -83,7 +125,44 @@ func (m *Monitor) Check(ctx context.Context) RedisState {
 	} else {
 		m.state.LastError = err.Error()
 	}
-	return m.state
+	readInfo := up && m.ticks%infoEvery == 0
+	m.ticks++
+	return m.state, readInfo
+}
+
+// warnOnChange logs each risky Redis condition when it starts and when it ends.
+func (m *Monitor) warnOnChange(info RedisInfo) {
+	conds := map[string]string{}
+	if info.Evicts() {
+		conds["policy"] = "maxmemory-policy " + info.MaxMemoryPolicy + " may evict streams; set noeviction"
+	}
+	if r := info.MemoryRatio(); r > 0.8 {
+		conds["memory"] = fmt.Sprintf("redis memory at %.0f%% of maxmemory", r*100)
+	}
+	if f := info.PersistenceFailing(); f != "" {
+		conds["persistence"] = "redis persistence failing: " + f
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for k, msg := range conds {
+		if _, seen := m.warned[k]; !seen {
+			m.log.Warn().Str("condition", k).Msg(msg)
+		}
+		m.warned[k] = msg
+	}
+	for k := range m.warned {
+		if _, still := conds[k]; !still {
+			m.log.Info().Str("condition", k).Msg("redis condition cleared")
+			delete(m.warned, k)
+		}
+	}
+}
+
+// Info returns the latest INFO reading (zero before the first).
+func (m *Monitor) Info() RedisInfo {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.info
 }
 
 // State returns the latest state without pinging.

@@ -38,7 +38,7 @@ func readyz(t *testing.T, r *Readiness) (int, Report) {
 func TestReadiness(t *testing.T) {
 	srv := redistest.Start(t)
 	rdb := srv.Client(t)
-	m := NewMonitor(rdb, time.Second, zerolog.Nop())
+	m := NewMonitor(rdb, time.Second, nil, zerolog.Nop())
 	sub := &fakeRunner{}
 	r := NewReadiness(m, nil, map[string]Runner{"match.updated/calendar": sub})
 
@@ -68,7 +68,7 @@ func TestMonitorSeesRedisDown(t *testing.T) {
 	port := redistest.FreePort(t)
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + strconv.Itoa(port), DialTimeout: 100 * time.Millisecond})
 	defer rdb.Close()
-	m := NewMonitor(rdb, 100*time.Millisecond, zerolog.Nop())
+	m := NewMonitor(rdb, 100*time.Millisecond, nil, zerolog.Nop())
 	st := m.Check(context.Background())
 	if st.Up || st.LastError == "" {
 		t.Fatalf("nothing listening: got %+v, want down with an error", st)

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -33,12 +32,28 @@ type APIConfig struct {
 	Secret    []byte            // Standard Webhooks key: signs fallbacks, verifies the inbox
 	// FallbackClient sends fallback POSTs; required when any fallback is set.
 	FallbackClient Doer
+	// Observer counts fallback outcomes (metrics); nil = none.
+	Observer FallbackObserver
+	// Extra serves further read-only endpoints (status, metrics) behind the token.
+	Extra map[string]http.Handler
 }
+
+// FallbackObserver records a fallback POST's outcome: delivered or failed.
+type FallbackObserver interface {
+	Fallback(outcome string)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) Fallback(string) {}
 
 // NewAPI returns the sidecar's HTTP handler. health serves /healthz and
 // /readyz, which stay open when a token is set. inbox may be nil (no
 // subscriptions).
-func NewAPI(cfg APIConfig, pub Publisher, inbox Inbox, health http.Handler, log zerolog.Logger) *API {
+func NewAPI(cfg APIConfig, pub Publisher, inbox Inbox, health http.Handler, log zerolog.Logger) http.Handler {
+	if cfg.Observer == nil {
+		cfg.Observer = nopObserver{}
+	}
 	a := &api{cfg: cfg, pub: pub, inboxer: inbox, log: log, now: time.Now}
 	r := chi.NewRouter()
 	r.NotFound(func(w http.ResponseWriter, _ *http.Request) {
@@ -56,28 +71,14 @@ func NewAPI(cfg APIConfig, pub Publisher, inbox Inbox, health http.Handler, log 
 			a.publish(w, r, topic, a.cfg.Fallbacks[topic])
 		})
 		r.Post("/v1/inbox/{topic}", a.inbox)
+		for path, h := range cfg.Extra {
+			r.Method(http.MethodGet, path, h)
+		}
 		for _, rt := range cfg.Routes {
 			r.Post(rt.Path, func(w http.ResponseWriter, r *http.Request) { a.publish(w, r, rt.Topic, rt.Fallback) })
 		}
 	})
-	return &API{Handler: r, api: a}
-}
-
-// API is the sidecar's HTTP handler.
-type API struct {
-	http.Handler
-	api *api
-}
-
-// FallbackStats counts fallback POSTs by outcome.
-type FallbackStats struct {
-	Delivered uint64 `json:"delivered"`
-	Failed    uint64 `json:"failed"`
-}
-
-// FallbackStats returns the fallback counters.
-func (a *API) FallbackStats() FallbackStats {
-	return FallbackStats{Delivered: a.api.fallbackOK.Load(), Failed: a.api.fallbackFailed.Load()}
+	return r
 }
 
 type api struct {
@@ -86,8 +87,6 @@ type api struct {
 	inboxer Inbox
 	log     zerolog.Logger
 	now     func() time.Time
-
-	fallbackOK, fallbackFailed atomic.Uint64
 }
 
 // publishResponse is the 202 body: the receipt, and with a fallback

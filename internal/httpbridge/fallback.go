@@ -37,9 +37,9 @@ const fallbackTimeout = 2 * time.Second
 func (a *api) sendFallback(ctx context.Context, url, topic string, ev *event.Event) string {
 	outcome := a.postFallback(ctx, url, topic, ev)
 	if outcome == "delivered" {
-		a.fallbackOK.Add(1)
+		a.cfg.Observer.Fallback("delivered")
 	} else {
-		a.fallbackFailed.Add(1)
+		a.cfg.Observer.Fallback("failed")
 	}
 	return outcome
 }

@@ -52,7 +52,8 @@ func TestRouteWithFallbackWhileRedisIsDown(t *testing.T) {
 	defer peer.Close()
 	key := []byte("0123456789abcdef")
 	pub := &spoolingPublisher{}
-	h := NewAPI(APIConfig{Service: "processor", MaxBody: 1024, Secret: key, Token: "tok", FallbackClient: peer.Client(),
+	obs := &countingObserver{}
+	h := NewAPI(APIConfig{Service: "processor", MaxBody: 1024, Secret: key, Token: "tok", FallbackClient: peer.Client(), Observer: obs,
 		Routes: []Route{{Path: "/sync", Topic: "match.updated", Fallback: peer.URL + "/v1/inbox/match.updated"}},
 	}, pub, nil, http.NotFoundHandler(), zerolog.Nop())
 	rec := do(h, http.MethodPost, "/sync", `{"m":1}`, map[string]string{"Content-Type": "application/json", "Authorization": "Bearer tok"})
@@ -73,8 +74,8 @@ func TestRouteWithFallbackWhileRedisIsDown(t *testing.T) {
 		fallbackReq.Header.Get("webhook-signature") != Sign(key, pub.events[0].ID, ts, fallbackBody) {
 		t.Fatalf("fallback request: %s %q %v", fallbackReq.URL.Path, fallbackBody, fallbackReq.Header)
 	}
-	if st := h.FallbackStats(); st.Delivered != 1 || st.Failed != 0 {
-		t.Fatalf("fallback stats: got %+v", st)
+	if obs.got["delivered"] != 1 || obs.got["failed"] != 0 {
+		t.Fatalf("fallback outcomes: got %v", obs.got)
 	}
 	peer.Close()
 	rec = do(h, http.MethodPost, "/sync", `{"m":2}`, map[string]string{"Authorization": "Bearer tok"})
@@ -82,8 +83,8 @@ func TestRouteWithFallbackWhileRedisIsDown(t *testing.T) {
 	if rec.Code != 202 || !strings.HasPrefix(resp["fallback"].(string), "failed") {
 		t.Fatalf("fallback down: got %d %v, want 202 (spooled) with fallback failed", rec.Code, resp)
 	}
-	if st := h.FallbackStats(); st.Failed != 1 {
-		t.Fatalf("fallback stats: got %+v", st)
+	if obs.got["failed"] != 1 {
+		t.Fatalf("fallback outcomes: got %v", obs.got)
 	}
 }
 
@@ -124,6 +125,15 @@ func TestInboxEndpoint(t *testing.T) {
 	if rec := do(h, http.MethodPost, "/v1/inbox/other", `{"m":1}`, signed()); rec.Code != 404 {
 		t.Fatalf("unsubscribed topic: got %d, want 404", rec.Code)
 	}
+}
+
+type countingObserver struct{ got map[string]int }
+
+func (c *countingObserver) Fallback(outcome string) {
+	if c.got == nil {
+		c.got = map[string]int{}
+	}
+	c.got[outcome]++
 }
 
 func must[T any](v T, _ error) T { return v }

@@ -34,6 +34,15 @@ type Spool interface {
 	Stats() spool.Stats
 }
 
+// Observer records each publish's outcome (stream, spooled, rejected) and duration.
+type Observer interface {
+	Published(topic, outcome string, d time.Duration)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) Published(string, string, time.Duration) {}
+
 // Error is a publish the relay could not accept; Code is the API's error code.
 type Error struct {
 	code string
@@ -54,6 +63,7 @@ type Relay struct {
 	log     Log
 	spool   Spool
 	timeout time.Duration
+	obs     Observer
 	logger  zerolog.Logger
 
 	// mu orders spool appends against the switch back to direct publishing:
@@ -67,9 +77,12 @@ type Relay struct {
 	lastErr                       atomic.Value // string
 }
 
-// New returns a Relay; timeout bounds a direct publish to Redis.
-func New(log Log, sp Spool, timeout time.Duration, logger zerolog.Logger) *Relay {
-	r := &Relay{log: log, spool: sp, timeout: timeout, logger: logger, wake: make(chan struct{}, 1)}
+// New returns a Relay; timeout bounds a direct publish to Redis. obs may be nil.
+func New(log Log, sp Spool, timeout time.Duration, obs Observer, logger zerolog.Logger) *Relay {
+	if obs == nil {
+		obs = nopObserver{}
+	}
+	r := &Relay{log: log, spool: sp, timeout: timeout, obs: obs, logger: logger, wake: make(chan struct{}, 1)}
 	if !sp.Empty() {
 		r.spooling.Store(true) // a spool left by an earlier run drains first
 	}
@@ -79,6 +92,20 @@ func New(log Log, sp Spool, timeout time.Duration, logger zerolog.Logger) *Relay
 // Publish appends ev to the stream, or to the spool when Redis does not take
 // it within the timeout (or events are already waiting in the spool).
 func (r *Relay) Publish(ctx context.Context, topic string, ev *event.Event) (event.Receipt, error) {
+	start := time.Now()
+	rc, err := r.publish(ctx, topic, ev)
+	outcome := "stream"
+	switch {
+	case err != nil:
+		outcome = "rejected"
+	case rc.Spooled:
+		outcome = "spooled"
+	}
+	r.obs.Published(topic, outcome, time.Since(start))
+	return rc, err
+}
+
+func (r *Relay) publish(ctx context.Context, topic string, ev *event.Event) (event.Receipt, error) {
 	if !r.spooling.Load() {
 		dctx, cancel := context.WithTimeout(ctx, r.timeout)
 		rc, err := r.log.Publish(dctx, topic, ev)

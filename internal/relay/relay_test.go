@@ -65,7 +65,7 @@ func newRelay(t *testing.T, log *fakeLog, opts spool.Options) (*Relay, func()) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := New(log, sp, 50*time.Millisecond, zerolog.Nop())
+	r := New(log, sp, 50*time.Millisecond, nil, zerolog.Nop())
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = r.Run(ctx); close(done) }()
@@ -181,7 +181,7 @@ func TestLeftoverSpoolDrainsFirstAfterRestart(t *testing.T) {
 	sp, _ = spool.Open(dir, spool.Options{}, zerolog.Nop())
 	defer sp.Close()
 	log := &fakeLog{}
-	r := New(log, sp, 50*time.Millisecond, zerolog.Nop())
+	r := New(log, sp, 50*time.Millisecond, nil, zerolog.Nop())
 	if !r.Spooling() {
 		t.Fatal("a relay over a non-empty spool must spool new publishes behind it")
 	}

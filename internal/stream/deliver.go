@@ -25,6 +25,7 @@ func (s *Subscriber) process(ctx, dctx context.Context, j job) {
 		// Trimmed or deleted before we got to it: nothing to deliver, and
 		// retrying would never succeed. Acknowledge and count it.
 		s.gone.Add(1)
+		s.cfg.Observer.Attempt(s.cfg.Topic, s.cfg.Group, "gone", 0)
 		log.Warn().Msg("pending entry no longer in the stream; acknowledged without delivery")
 		s.finish(dctx, func(ctx context.Context) error { return s.rdb.XAck(ctx, Key(s.cfg.Topic), s.cfg.Group, j.id).Err() })
 		return
@@ -38,13 +39,19 @@ func (s *Subscriber) process(ctx, dctx context.Context, j job) {
 	if s.cfg.Dedup != nil && s.cfg.Dedup.Delivered(dctx, ev.ID) {
 		s.finish(dctx, ack)
 		s.deduplicated.Add(1)
+		s.cfg.Observer.Attempt(s.cfg.Topic, s.cfg.Group, "deduplicated", 0)
 		log.Debug().Msg("already delivered through the inbox; acknowledged")
 		return
 	}
+	obs := s.cfg.Observer
 	for attempt := 1; ; attempt++ {
+		start := time.Now()
 		err := s.h.Handle(dctx, Delivery{Topic: s.cfg.Topic, StreamID: j.id, Attempt: attempt, Event: ev})
+		took := time.Since(start)
 		if err == nil {
 			s.finish(dctx, ack)
+			obs.Attempt(s.cfg.Topic, s.cfg.Group, "delivered", took)
+			obs.Delivered(s.cfg.Topic, s.cfg.Group, ev.Time)
 			s.delivered.Add(1)
 			s.mu.Lock()
 			s.lastDelivery = time.Now()
@@ -57,9 +64,11 @@ func (s *Subscriber) process(ctx, dctx context.Context, j job) {
 		}
 		s.setLastError(err)
 		if isPermanent(err) || attempt >= s.cfg.MaxAttempts {
+			obs.Attempt(s.cfg.Topic, s.cfg.Group, "dead_lettered", took)
 			s.deadLetter(dctx, j, ev, err, attempt)
 			return
 		}
+		obs.Attempt(s.cfg.Topic, s.cfg.Group, "retried", took)
 		s.retried.Add(1)
 		wait := retryAfter(err)
 		if wait <= 0 {

@@ -47,7 +47,21 @@ type SubscriptionConfig struct {
 	// Dedup, when set, reports events already delivered another way (the
 	// inbox fallback); those are acknowledged without a second delivery.
 	Dedup Deduper
+	// Observer, when set, is told every attempt and delivery (metrics).
+	Observer Observer
 }
+
+// Observer records delivery outcomes: delivered, retried, dead_lettered,
+// gone, deduplicated.
+type Observer interface {
+	Attempt(topic, group, outcome string, d time.Duration)
+	Delivered(topic, group string, eventTime time.Time)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) Attempt(string, string, string, time.Duration) {}
+func (nopObserver) Delivered(string, string, time.Time)           {}
 
 // Deduper knows events delivered outside the stream. Delivered may wait
 // while such a delivery is still under way.
@@ -103,6 +117,9 @@ func NewSubscriber(rdb redis.UniversalClient, cfg SubscriptionConfig, h Handler,
 	}
 	if cfg.ClaimTimeout <= 0 {
 		cfg.ClaimTimeout = 30 * time.Second
+	}
+	if cfg.Observer == nil {
+		cfg.Observer = nopObserver{}
 	}
 	return &Subscriber{rdb: rdb, cfg: cfg, h: h, log: log, inflight: inflight{ids: map[string]struct{}{}}}
 }

@@ -1,0 +1,217 @@
+package health
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+
+	"github.com/fogis-sidecar/sidecar/internal/stream"
+)
+
+// Subscription is what status needs of a subscriber.
+type Subscription interface {
+	Running() bool
+	Config() stream.SubscriptionConfig
+	Stats() stream.Stats
+}
+
+// ConsumerGauges receives the Redis-side figures of each subscription (metrics).
+type ConsumerGauges interface {
+	SetConsumer(topic, group string, lag, pending int64, oldest time.Duration, dlq int64)
+}
+
+// ConsumerState is a subscription's position in Redis, as last read.
+type ConsumerState struct {
+	Lag           int64         `json:"lag"`     // entries not yet read by the group (-1: unknown)
+	Pending       int64         `json:"pending"` // read, not acknowledged
+	OldestPending time.Duration `json:"-"`
+	OldestSeconds float64       `json:"oldest_pending_seconds"`
+	DLQLength     int64         `json:"dlq_length"`
+	ReadAt        time.Time     `json:"read_at,omitzero"`
+	Error         string        `json:"error,omitempty"`
+}
+
+// Sources are the parts of the process /v1/status reports on.
+type Sources struct {
+	Service, Consumer, RedisURL, Version string
+	Monitor                              *Monitor
+	Subscriptions                        []Subscription
+	Spool                                func() any                          // the relay's stats
+	Topics                               func() map[string]map[string]uint64 // publishes per topic and outcome
+	Fallbacks                            func() map[string]uint64
+	Gauges                               ConsumerGauges // may be nil
+	// OnRefresh runs on every refresh tick (e.g. to set spool gauges); may be nil.
+	OnRefresh func()
+}
+
+// Status reads the subscriptions' Redis-side state on a ticker (not per
+// request, so a scrape storm cannot load Redis) and serves /v1/status.
+type Status struct {
+	rdb      redis.UniversalClient
+	src      Sources
+	interval time.Duration
+	log      zerolog.Logger
+	started  time.Time
+
+	mu        sync.Mutex
+	consumers map[string]ConsumerState // topic/group →
+}
+
+// NewStatus returns a Status; Run refreshes it.
+func NewStatus(rdb redis.UniversalClient, src Sources, interval time.Duration, log zerolog.Logger) *Status {
+	return &Status{rdb: rdb, src: src, interval: interval, log: log, started: time.Now(), consumers: map[string]ConsumerState{}}
+}
+
+// Run refreshes the consumer figures every interval until ctx is done.
+func (s *Status) Run(ctx context.Context) error {
+	t := time.NewTicker(s.interval)
+	defer t.Stop()
+	for {
+		s.Refresh(ctx)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// Refresh reads every subscription's lag, pending and DLQ length once.
+func (s *Status) Refresh(ctx context.Context) {
+	if s.src.OnRefresh != nil {
+		s.src.OnRefresh()
+	}
+	for _, sub := range s.src.Subscriptions {
+		c := sub.Config()
+		st := ReadConsumer(ctx, s.rdb, c.Topic, c.Group)
+		if s.src.Gauges != nil && st.Error == "" {
+			s.src.Gauges.SetConsumer(c.Topic, c.Group, st.Lag, st.Pending, st.OldestPending, st.DLQLength)
+		}
+		s.mu.Lock()
+		s.consumers[c.Topic+"/"+c.Group] = st
+		s.mu.Unlock()
+	}
+}
+
+// ReadConsumer reads a group's lag, pending count, oldest pending entry and
+// DLQ length from Redis.
+func ReadConsumer(ctx context.Context, rdb redis.UniversalClient, topic, group string) ConsumerState {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	st := ConsumerState{Lag: -1, ReadAt: time.Now()}
+	key := stream.Key(topic)
+	groups, err := rdb.XInfoGroups(ctx, key).Result()
+	if err != nil {
+		st.Error = err.Error()
+		return st
+	}
+	found := false
+	for _, g := range groups {
+		if g.Name == group {
+			found = true
+			st.Lag, st.Pending = g.Lag, g.Pending
+		}
+	}
+	if !found {
+		st.Error = "consumer group " + group + " does not exist (yet)"
+		return st
+	}
+	if st.Pending > 0 {
+		if p, err := rdb.XPending(ctx, key, group).Result(); err == nil {
+			st.OldestPending = time.Since(time.UnixMilli(streamIDMillis(p.Lower)))
+			st.OldestSeconds = st.OldestPending.Seconds()
+		}
+	}
+	n, err := rdb.XLen(ctx, stream.DLQKey(topic)).Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		st.Error = err.Error()
+	}
+	st.DLQLength = n
+	return st
+}
+
+func streamIDMillis(id string) int64 {
+	ms, _, _ := strings.Cut(id, "-")
+	n, _ := strconv.ParseInt(ms, 10, 64)
+	return n
+}
+
+// SubscriptionStatus is one subscription in /v1/status.
+type SubscriptionStatus struct {
+	Topic    string `json:"topic"`
+	Group    string `json:"group"`
+	Consumer string `json:"consumer"`
+	Running  bool   `json:"running"`
+	ConsumerState
+	stream.Stats
+}
+
+// Report is the body of /v1/status.
+type StatusReport struct {
+	Service       string                       `json:"service"`
+	Consumer      string                       `json:"consumer"`
+	Version       string                       `json:"version"`
+	UptimeSeconds float64                      `json:"uptime_seconds"`
+	Redis         RedisStatus                  `json:"redis"`
+	Spool         any                          `json:"spool"`
+	Subscriptions []SubscriptionStatus         `json:"subscriptions"`
+	Topics        map[string]map[string]uint64 `json:"topics"`
+	Fallbacks     map[string]uint64            `json:"fallbacks"`
+}
+
+// RedisStatus is Redis in /v1/status: reachability and the INFO facts.
+type RedisStatus struct {
+	URL string `json:"url"`
+	RedisState
+	RedisInfo
+	Persistent bool `json:"persistent"`
+}
+
+// Report assembles the status now.
+func (s *Status) Report() StatusReport {
+	info := s.src.Monitor.Info()
+	rep := StatusReport{
+		Service: s.src.Service, Consumer: s.src.Consumer, Version: s.src.Version,
+		UptimeSeconds: time.Since(s.started).Seconds(),
+		Redis:         RedisStatus{URL: s.src.RedisURL, RedisState: s.src.Monitor.State(), RedisInfo: info, Persistent: info.Persistent()},
+		Subscriptions: []SubscriptionStatus{},
+	}
+	if s.src.Spool != nil {
+		rep.Spool = s.src.Spool()
+	}
+	if s.src.Topics != nil {
+		rep.Topics = s.src.Topics()
+	}
+	if s.src.Fallbacks != nil {
+		rep.Fallbacks = s.src.Fallbacks()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, sub := range s.src.Subscriptions {
+		c := sub.Config()
+		rep.Subscriptions = append(rep.Subscriptions, SubscriptionStatus{
+			Topic: c.Topic, Group: c.Group, Consumer: c.Consumer, Running: sub.Running(),
+			ConsumerState: s.consumers[c.Topic+"/"+c.Group], Stats: sub.Stats(),
+		})
+	}
+	return rep
+}
+
+// Handler serves /v1/status.
+func (s *Status) Handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(s.Report())
+	})
+}

@@ -1,0 +1,179 @@
+// Package metrics holds sidecar's Prometheus collectors on a registry of its
+// own, and keeps the per-topic counts that /v1/status reports.
+package metrics
+
+import (
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics are the collectors. Methods are safe for concurrent use.
+type Metrics struct {
+	reg *prometheus.Registry
+
+	published       *prometheus.CounterVec
+	publishLatency  *prometheus.HistogramVec
+	deliveries      *prometheus.CounterVec
+	attemptLatency  *prometheus.HistogramVec
+	endToEnd        *prometheus.HistogramVec
+	lag             *prometheus.GaugeVec
+	pending         *prometheus.GaugeVec
+	oldestPending   *prometheus.GaugeVec
+	dlqLength       *prometheus.GaugeVec
+	spoolEvents     prometheus.Gauge
+	spoolBytes      prometheus.Gauge
+	spoolMaxBytes   prometheus.Gauge
+	redisUp         prometheus.Gauge
+	redisLatency    prometheus.Gauge
+	redisUsedMemory prometheus.Gauge
+	redisMaxMemory  prometheus.Gauge
+	fallbacks       *prometheus.CounterVec
+
+	mu        sync.Mutex
+	topics    map[string]map[string]uint64 // topic → outcome → count, for /v1/status
+	fallbackN map[string]uint64            // outcome → count, for /v1/status
+}
+
+// latencyBuckets span 100 µs to 10 s: a loopback publish to a slow webhook.
+var latencyBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
+
+// New registers sidecar's collectors, and the Go runtime and process
+// collectors, on a new registry.
+func New() *Metrics {
+	reg := prometheus.NewRegistry()
+	f := func(c prometheus.Collector) { reg.MustRegister(c) }
+	m := &Metrics{reg: reg, topics: map[string]map[string]uint64{}, fallbackN: map[string]uint64{}}
+	m.published = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sidecar_publish_total",
+		Help: "Publishes by topic and outcome: stream (in Redis), spooled (on local disk), rejected (503)."}, []string{"topic", "outcome"})
+	m.publishLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "sidecar_publish_duration_seconds",
+		Help: "Time to accept a publish (to the stream or the spool).", Buckets: latencyBuckets}, []string{"outcome"})
+	m.deliveries = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sidecar_delivery_total",
+		Help: "Webhook delivery attempts and results by topic, group and outcome: delivered, retried, dead_lettered, gone, deduplicated."},
+		[]string{"topic", "group", "outcome"})
+	m.attemptLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "sidecar_delivery_attempt_duration_seconds",
+		Help: "Duration of one webhook attempt.", Buckets: latencyBuckets}, []string{"topic", "group"})
+	m.endToEnd = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "sidecar_end_to_end_seconds",
+		Help: "From the event's time to the webhook's 2xx.", Buckets: latencyBuckets}, []string{"topic", "group"})
+	m.lag = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "sidecar_consumer_lag",
+		Help: "Entries in the stream not yet read by the group."}, []string{"topic", "group"})
+	m.pending = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "sidecar_consumer_pending",
+		Help: "Entries read by the group and not yet acknowledged."}, []string{"topic", "group"})
+	m.oldestPending = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "sidecar_consumer_oldest_pending_seconds",
+		Help: "Age of the group's oldest unacknowledged entry."}, []string{"topic", "group"})
+	m.dlqLength = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "sidecar_dlq_length",
+		Help: "Entries in the topic's dead-letter stream."}, []string{"topic"})
+	m.spoolEvents = prometheus.NewGauge(prometheus.GaugeOpts{Name: "sidecar_spool_events", Help: "Events in the local spool, not yet in Redis."})
+	m.spoolBytes = prometheus.NewGauge(prometheus.GaugeOpts{Name: "sidecar_spool_bytes", Help: "Bytes in the local spool."})
+	m.spoolMaxBytes = prometheus.NewGauge(prometheus.GaugeOpts{Name: "sidecar_spool_max_bytes", Help: "The spool's size bound."})
+	m.redisUp = prometheus.NewGauge(prometheus.GaugeOpts{Name: "sidecar_redis_up", Help: "1 when Redis answered the last ping."})
+	m.redisLatency = prometheus.NewGauge(prometheus.GaugeOpts{Name: "sidecar_redis_ping_seconds", Help: "Round trip of the last Redis ping."})
+	m.redisUsedMemory = prometheus.NewGauge(prometheus.GaugeOpts{Name: "sidecar_redis_used_memory_bytes", Help: "Redis used_memory."})
+	m.redisMaxMemory = prometheus.NewGauge(prometheus.GaugeOpts{Name: "sidecar_redis_maxmemory_bytes", Help: "Redis maxmemory (0 = unlimited)."})
+	m.fallbacks = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sidecar_fallback_total",
+		Help: "Direct fallback POSTs while Redis was unavailable, by outcome."}, []string{"outcome"})
+	for _, c := range []prometheus.Collector{m.published, m.publishLatency, m.deliveries, m.attemptLatency, m.endToEnd,
+		m.lag, m.pending, m.oldestPending, m.dlqLength, m.spoolEvents, m.spoolBytes, m.spoolMaxBytes,
+		m.redisUp, m.redisLatency, m.redisUsedMemory, m.redisMaxMemory, m.fallbacks,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
+		f(c)
+	}
+	return m
+}
+
+// Handler serves the registry in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+// Published records one publish: outcome is stream, spooled or rejected.
+func (m *Metrics) Published(topic, outcome string, d time.Duration) {
+	m.published.WithLabelValues(topic, outcome).Inc()
+	m.publishLatency.WithLabelValues(outcome).Observe(d.Seconds())
+	m.mu.Lock()
+	if m.topics[topic] == nil {
+		m.topics[topic] = map[string]uint64{}
+	}
+	m.topics[topic][outcome]++
+	m.mu.Unlock()
+}
+
+// TopicCounts returns publishes per topic and outcome.
+func (m *Metrics) TopicCounts() map[string]map[string]uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make(map[string]map[string]uint64, len(m.topics))
+	for t, byOutcome := range m.topics {
+		c := make(map[string]uint64, len(byOutcome))
+		for o, n := range byOutcome {
+			c[o] = n
+		}
+		out[t] = c
+	}
+	return out
+}
+
+// Attempt records one webhook attempt and its result.
+func (m *Metrics) Attempt(topic, group, outcome string, d time.Duration) {
+	m.deliveries.WithLabelValues(topic, group, outcome).Inc()
+	if d > 0 {
+		m.attemptLatency.WithLabelValues(topic, group).Observe(d.Seconds())
+	}
+}
+
+// Delivered records the end-to-end latency of an acknowledged delivery.
+func (m *Metrics) Delivered(topic, group string, eventTime time.Time) {
+	if !eventTime.IsZero() {
+		m.endToEnd.WithLabelValues(topic, group).Observe(time.Since(eventTime).Seconds())
+	}
+}
+
+// Fallback records a fallback POST's outcome: delivered or failed.
+func (m *Metrics) Fallback(outcome string) {
+	m.fallbacks.WithLabelValues(outcome).Inc()
+	m.mu.Lock()
+	m.fallbackN[outcome]++
+	m.mu.Unlock()
+}
+
+// FallbackCounts returns fallback POSTs by outcome.
+func (m *Metrics) FallbackCounts() map[string]uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make(map[string]uint64, len(m.fallbackN))
+	for k, v := range m.fallbackN {
+		out[k] = v
+	}
+	return out
+}
+
+// SetConsumer sets a subscription's Redis-side gauges.
+func (m *Metrics) SetConsumer(topic, group string, lag, pending int64, oldest time.Duration, dlq int64) {
+	m.lag.WithLabelValues(topic, group).Set(float64(lag))
+	m.pending.WithLabelValues(topic, group).Set(float64(pending))
+	m.oldestPending.WithLabelValues(topic, group).Set(oldest.Seconds())
+	m.dlqLength.WithLabelValues(topic).Set(float64(dlq))
+}
+
+// SetSpool sets the spool gauges.
+func (m *Metrics) SetSpool(events int, bytes, maxBytes int64) {
+	m.spoolEvents.Set(float64(events))
+	m.spoolBytes.Set(float64(bytes))
+	m.spoolMaxBytes.Set(float64(maxBytes))
+}
+
+// SetRedis sets the Redis gauges.
+func (m *Metrics) SetRedis(up bool, latency time.Duration, usedMemory, maxMemory int64) {
+	v := 0.0
+	if up {
+		v = 1
+	}
+	m.redisUp.Set(v)
+	m.redisLatency.Set(latency.Seconds())
+	m.redisUsedMemory.Set(float64(usedMemory))
+	m.redisMaxMemory.Set(float64(maxMemory))
+}
