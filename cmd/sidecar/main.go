@@ -43,7 +43,12 @@ import (
 var version = "dev"
 
 func main() {
-	if err := run(context.Background(), os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+	err := run(context.Background(), os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	var exit exitError
+	switch {
+	case errors.As(err, &exit):
+		os.Exit(exit.code)
+	case err != nil:
 		fmt.Fprintln(os.Stderr, "sidecar:", err)
 		os.Exit(1)
 	}
@@ -51,9 +56,16 @@ func main() {
 
 // run is the whole program; main only maps its error to an exit code.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	if len(args) > 0 && args[0] == "version" {
-		fmt.Fprintln(stdout, "sidecar", version)
-		return nil
+	if len(args) > 0 {
+		switch args[0] {
+		case "version":
+			fmt.Fprintln(stdout, "sidecar", version)
+			return nil
+		case "check":
+			return check(ctx, args[1:], getenv, stdout)
+		case "health":
+			return probe(ctx, args[1:], getenv, stdout)
+		}
 	}
 	cfg, err := config.Load(args, getenv, config.Hostname(), stdout)
 	if errors.Is(err, flag.ErrHelp) {
@@ -66,7 +78,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
+	// go-redis logs pool dial failures itself; route them through zerolog at
+	// debug, so an outage is reported once by the monitor, not per dial.
+	redis.SetLogger(redisLogger{logger.With().Str("component", "go-redis").Logger()})
 	return serve(ctx, cfg, logger)
+}
+
+// redisLogger adapts zerolog to go-redis's logger.
+type redisLogger struct{ l zerolog.Logger }
+
+func (r redisLogger) Printf(_ context.Context, format string, v ...any) {
+	r.l.Debug().Msgf(format, v...)
 }
 
 func newLogger(cfg *config.Config, w io.Writer) (zerolog.Logger, error) {

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -91,6 +93,10 @@ func TestDevModeRoundTrip(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	var probeOut bytes.Buffer
+	if err := run(context.Background(), []string{"health", "--listen", listen}, noEnv, &probeOut, io.Discard); err != nil || probeOut.String() != "ok\n" {
+		t.Fatalf("sidecar health against a running sidecar: got %v %q", err, probeOut.String())
+	}
 	if !strings.Contains(logs.String(), "DEV MODE") {
 		t.Fatalf("dev mode did not announce itself; logs:\n%s", logs.String())
 	}
@@ -118,5 +124,30 @@ func TestDevModeRoundTrip(t *testing.T) {
 		}
 	case <-time.After(15 * time.Second):
 		t.Fatal("run did not return within 15s of cancel")
+	}
+}
+
+func TestCheckCommandExitCodes(t *testing.T) {
+	var out, errOut bytes.Buffer
+	dead := "redis://" + freeAddr(t) + "/0"
+	err := run(context.Background(), []string{"check", "--redis-url", dead, "--spool-dir", t.TempDir()}, noEnv, &out, &errOut)
+	var exit exitError
+	if !errors.As(err, &exit) || exit.code != 1 || !strings.Contains(out.String(), "Overall Status: FAILED") {
+		t.Fatalf("check against a dead Redis: got %v and\n%s", err, out.String())
+	}
+	out.Reset()
+	err = run(context.Background(), []string{"check", "--json", "--redis-url", dead, "--spool-dir", t.TempDir()}, noEnv, &out, &errOut)
+	var rep struct {
+		Overall string `json:"overall"`
+		Checks  []struct {
+			Name   string `json:"name"`
+			Passed bool   `json:"passed"`
+		} `json:"checks"`
+	}
+	if jerr := json.Unmarshal(out.Bytes(), &rep); jerr != nil || rep.Overall != "FAILED" || len(rep.Checks) == 0 || rep.Checks[0].Passed {
+		t.Fatalf("check --json: got %v / %v:\n%s", err, jerr, out.String())
+	}
+	if err := run(context.Background(), []string{"health", "--listen", freeAddr(t)}, noEnv, &out, &errOut); err == nil {
+		t.Fatal("health against nothing listening: got nil error")
 	}
 }

@@ -154,6 +154,9 @@ func Usage() string {
 
 Usage:
   sidecar [flags]          run the sidecar
+  sidecar check [--json] [flags]
+                           deployment validation report (exit 0 only when READY)
+  sidecar health [flags]   probe this sidecar's /healthz (for container health checks)
   sidecar version          print the version
 
 Every setting can be given as a flag, an environment variable or a key of the

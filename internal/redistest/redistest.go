@@ -100,11 +100,21 @@ func StartProcess(t testing.TB) *Server {
 // a client at an address before any Redis listens there.
 func StartProcessOnPort(t testing.TB, port int) *Server {
 	t.Helper()
+	return StartProcessWith(t, port)
+}
+
+// StartProcessWith starts a redis-server on port (0: a free one) with extra
+// configuration arguments, e.g. "--maxmemory-policy", "allkeys-lru".
+func StartProcessWith(t testing.TB, port int, extra ...string) *Server {
+	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
-		SkipOrFail(t, "this fault test needs the redis-server binary on PATH (apt-get install redis-server)")
+		SkipOrFail(t, "this test needs the redis-server binary on PATH (apt-get install redis-server)")
 	}
-	return startProcessOn(t, bin, port)
+	if port == 0 {
+		port = FreePort(t)
+	}
+	return startProcessOn(t, bin, port, extra...)
 }
 
 func startProcess(t testing.TB, bin string) *Server {
@@ -112,7 +122,7 @@ func startProcess(t testing.TB, bin string) *Server {
 	return startProcessOn(t, bin, FreePort(t))
 }
 
-func startProcessOn(t testing.TB, bin string, port int) *Server {
+func startProcessOn(t testing.TB, bin string, port int, extra ...string) *Server {
 	t.Helper()
 	dir := t.TempDir()
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
@@ -121,6 +131,7 @@ func startProcessOn(t testing.TB, bin string, port int) *Server {
 		args: []string{"--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
 			"--dir", dir, "--daemonize", "no", "--logfile", filepath.Join(dir, "redis.log")},
 	}
+	s.args = append(s.args, extra...) // later arguments override earlier ones
 	s.launch()
 	t.Cleanup(s.Kill)
 	return s
