@@ -5,6 +5,9 @@ package test
 
 import (
 	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -317,6 +320,18 @@ func ids(rs []received) []string {
 		out[i] = r.Header.Get("webhook-id")
 	}
 	return out
+}
+
+// signFor computes a Standard Webhooks signature with the tests' secret.
+func signFor(t *testing.T, id, ts string, body []byte) string {
+	t.Helper()
+	key, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(secret, "whsec_"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := hmac.New(sha256.New, key)
+	fmt.Fprintf(m, "%s.%s.%s", id, ts, body)
+	return "v1," + base64.StdEncoding.EncodeToString(m.Sum(nil))
 }
 
 // writeConfig writes a YAML config file and returns its path.
