@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -86,5 +87,24 @@ func TestMonitorSeesRedisDown(t *testing.T) {
 	buf.writable.Store(false)
 	if code, rep := readyz(t, r); code != 503 || rep.Status != "not_ready" || rep.Spool != "unavailable" {
 		t.Fatalf("redis down, spool full: got %d %+v, want 503 not_ready", code, rep)
+	}
+}
+
+func TestMonitorLogsRiskyConditionsOncePerChange(t *testing.T) {
+	var logs strings.Builder
+	m := NewMonitor(nil, time.Second, nil, zerolog.New(&logs))
+	evicting := RedisInfo{MaxMemoryPolicy: "allkeys-lru", UsedMemory: 90, MaxMemory: 100}
+	for range 3 {
+		m.warnOnChange(evicting)
+	}
+	if n := strings.Count(logs.String(), "may evict streams"); n != 1 {
+		t.Fatalf("policy warning logged %d times over 3 ticks, want 1:\n%s", n, logs.String())
+	}
+	if n := strings.Count(logs.String(), "of maxmemory"); n != 1 {
+		t.Fatalf("memory warning logged %d times, want 1", n)
+	}
+	m.warnOnChange(RedisInfo{MaxMemoryPolicy: "noeviction", UsedMemory: 10, MaxMemory: 100})
+	if n := strings.Count(logs.String(), "redis condition cleared"); n != 2 {
+		t.Fatalf("cleared conditions logged %d times, want 2:\n%s", n, logs.String())
 	}
 }
