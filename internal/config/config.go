@@ -36,6 +36,7 @@ type Config struct {
 	ClaimTimeout      time.Duration
 	IdempotencyWindow time.Duration
 	Dev               bool
+	DebugAddr         string // pprof listener; "" = off
 	Subscriptions     []Subscription
 	Routes            []Route
 	// Fallbacks maps a topic to a URL that /v1/publish events of that topic
@@ -219,6 +220,11 @@ func (c *Config) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		bad("listen", "%q is not host:port: %v", c.Listen, err)
+	}
+	if c.DebugAddr != "" {
+		if _, _, err := net.SplitHostPort(c.DebugAddr); err != nil {
+			bad("debug_addr", "%q is not host:port: %v", c.DebugAddr, err)
+		}
 	}
 	if _, err := ParseRedisURL(c.RedisURL); err != nil {
 		bad("redis.url", "%v", err)

@@ -24,6 +24,7 @@ type fileConfig struct {
 	ClaimTimeout      *string `yaml:"claim_timeout"`
 	IdempotencyWindow *string `yaml:"idempotency_window"`
 	Dev               *string `yaml:"dev"`
+	DebugAddr         *string `yaml:"debug_addr"`
 	Redis             struct {
 		URL *string `yaml:"url"`
 	} `yaml:"redis"`
@@ -78,7 +79,7 @@ func applyFile(c *Config, path string, explicit map[string]bool) error {
 		"service": fc.Service, "listen": fc.Listen, "consumer": fc.Consumer,
 		"api_token": fc.APIToken, "webhook_secret": fc.WebhookSecret, "max_body": fc.MaxBody,
 		"publish_timeout": fc.PublishTimeout, "shutdown_grace": fc.ShutdownGrace,
-		"claim_timeout": fc.ClaimTimeout, "idempotency_window": fc.IdempotencyWindow, "dev": fc.Dev,
+		"claim_timeout": fc.ClaimTimeout, "idempotency_window": fc.IdempotencyWindow, "dev": fc.Dev, "debug_addr": fc.DebugAddr,
 		"redis.url": fc.Redis.URL, "spool.dir": fc.Spool.Dir, "spool.max_bytes": fc.Spool.MaxBytes,
 		"log.level": fc.Log.Level, "log.format": fc.Log.Format,
 		"retention.max_len": fc.Retention.MaxLen, "retention.max_age": fc.Retention.MaxAge,

@@ -97,6 +97,8 @@ var settings = []setting{
 		apply: dur(func(c *Config) *time.Duration { return &c.ClaimTimeout })},
 	{key: "idempotency-window", env: "SIDECAR_IDEMPOTENCY_WINDOW", yaml: "idempotency_window", def: "24h", help: "how long an Idempotency-Key is remembered",
 		apply: dur(func(c *Config) *time.Duration { return &c.IdempotencyWindow })},
+	{key: "debug-addr", env: "SIDECAR_DEBUG_ADDR", yaml: "debug_addr", help: "serve Go's /debug/pprof profiles on this address (off by default; keep it on localhost)",
+		apply: str(func(c *Config) *string { return &c.DebugAddr })},
 	{key: "dev", env: "SIDECAR_DEV", yaml: "dev", def: "false", help: "dev mode: start an in-memory Redis at redis.url if none answers (NOT durable)",
 		apply: func(c *Config, v string) error {
 			b, err := strconv.ParseBool(v)

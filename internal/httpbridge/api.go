@@ -141,7 +141,7 @@ func (a *api) publish(w http.ResponseWriter, r *http.Request, topic, fallback st
 // readEvent builds the event from the request: a structured CloudEvent, or
 // the body as data with attributes from ce-* headers (binary mode).
 func (a *api) readEvent(w http.ResponseWriter, r *http.Request, topic string) (*event.Event, int, string, error) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.cfg.MaxBody))
+	body, err := readBody(w, r, a.cfg.MaxBody)
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
@@ -188,6 +188,24 @@ func (a *api) readEvent(w http.ResponseWriter, r *http.Request, topic string) (*
 		}
 	}
 	return ev, 0, "", nil
+}
+
+// readBody reads at most limit bytes of the body, into a buffer sized from
+// Content-Length when the client sent one (io.ReadAll would grow and copy).
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	body := http.MaxBytesReader(w, r.Body, limit)
+	if n := r.ContentLength; n >= 0 && n <= limit {
+		buf := make([]byte, n)
+		if _, err := io.ReadFull(body, buf); err != nil {
+			return nil, err
+		}
+		// Nothing may follow the announced length.
+		if m, _ := body.Read(make([]byte, 1)); m > 0 {
+			return nil, errors.New("body longer than its Content-Length")
+		}
+		return buf, nil
+	}
+	return io.ReadAll(body)
 }
 
 func header(r *http.Request, name string) (string, bool) {

@@ -81,7 +81,7 @@ func (a *api) inbox(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no_subscription", "this sidecar has no subscriptions")
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.cfg.MaxBody))
+	body, err := readBody(w, r, a.cfg.MaxBody)
 	if err != nil {
 		writeError(w, http.StatusRequestEntityTooLarge, "too_large", "body exceeds "+humanBytes(a.cfg.MaxBody))
 		return

@@ -18,7 +18,7 @@ import (
 // dead-letter when attempts run out or the handler says the failure is
 // permanent. ctx stops retrying; dctx (ctx plus the grace period) bounds
 // the attempt in flight and the final XACK.
-func (s *Subscriber) process(ctx, dctx context.Context, j job) {
+func (s *Subscriber) process(ctx, dctx context.Context, j job, acks chan<- string) {
 	log := s.log.With().Str("stream_id", j.id).Logger()
 	ev, err := event.FromValues(j.values)
 	if errors.Is(err, event.ErrNoData) {
@@ -49,7 +49,7 @@ func (s *Subscriber) process(ctx, dctx context.Context, j job) {
 		err := s.h.Handle(dctx, Delivery{Topic: s.cfg.Topic, StreamID: j.id, Attempt: attempt, Event: ev})
 		took := time.Since(start)
 		if err == nil {
-			s.finish(dctx, ack)
+			acks <- j.id // acknowledged in batches by ackLoop
 			obs.Attempt(s.cfg.Topic, s.cfg.Group, "delivered", took)
 			obs.Delivered(s.cfg.Topic, s.cfg.Group, ev.Time)
 			s.delivered.Add(1)
@@ -78,6 +78,37 @@ func (s *Subscriber) process(ctx, dctx context.Context, j job) {
 		if !backoff.Sleep(ctx, wait) {
 			return // stopping: stays pending, delivered again after restart
 		}
+	}
+}
+
+// ackQueue bounds acknowledgements waiting for the acker.
+const ackQueue = 1024
+
+// ackLoop acknowledges delivered entries, many per XACK: while one XACK is
+// in flight the next ids queue. Until its XACK lands an entry stays pending,
+// so a crash in between means a redelivery (at-least-once), never a loss.
+// It returns when acks is closed and drained, or ctx ends.
+func (s *Subscriber) ackLoop(ctx context.Context, acks <-chan string) {
+	key := Key(s.cfg.Topic)
+	for {
+		id, ok := <-acks
+		if !ok {
+			return
+		}
+		ids := []string{id}
+	fill:
+		for len(ids) < 512 {
+			select {
+			case id, ok := <-acks:
+				if !ok {
+					break fill
+				}
+				ids = append(ids, id)
+			default:
+				break fill
+			}
+		}
+		s.finish(ctx, func(ctx context.Context) error { return s.rdb.XAck(ctx, key, s.cfg.Group, ids...).Err() })
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -26,11 +27,14 @@ type Publisher struct {
 	idemTTL   time.Duration
 	log       zerolog.Logger
 	now       func() time.Time
+
+	reqs     chan *xaddReq // to the batcher (Run)
+	batching atomic.Bool
 }
 
 // NewPublisher returns a Publisher; idemTTL is how long an Idempotency-Key is remembered.
 func NewPublisher(rdb redis.UniversalClient, retention Retention, idemTTL time.Duration, log zerolog.Logger) *Publisher {
-	return &Publisher{rdb: rdb, retention: retention, idemTTL: idemTTL, log: log, now: time.Now}
+	return &Publisher{rdb: rdb, retention: retention, idemTTL: idemTTL, log: log, now: time.Now, reqs: make(chan *xaddReq, 4*maxBatch)}
 }
 
 // trim returns the XADD trim clause: kind ("MAXLEN", "MINID" or "") and threshold.
@@ -58,9 +62,9 @@ func (p *Publisher) Publish(ctx context.Context, topic string, ev *event.Event) 
 	case "MAXLEN":
 		args.MaxLen = p.retention.MaxLen
 	}
-	id, err := p.rdb.XAdd(ctx, args).Result()
+	id, err := p.xadd(ctx, args)
 	if err != nil {
-		return event.Receipt{}, fmt.Errorf("xadd %s: %w", Key(topic), err)
+		return event.Receipt{}, err
 	}
 	return event.Receipt{ID: ev.ID, Topic: topic, StreamID: id}, nil
 }

@@ -89,8 +89,9 @@ type Subscriber struct {
 	h   Handler
 	log zerolog.Logger
 
-	running  atomic.Bool
-	inflight inflight
+	running     atomic.Bool
+	inflight    inflight
+	idleWorkers atomic.Int32
 
 	delivered, retried, deadLettered, gone, deduplicated atomic.Uint64
 	mu                                                   sync.Mutex
@@ -168,21 +169,32 @@ func (s *Subscriber) Run(ctx context.Context) error {
 	})
 	defer stopAfter()
 
-	// A token per worker: the reader fetches only as many entries as there
-	// are idle workers, so a busy replica neither claims nor hoards entries
-	// that another replica could deliver now.
-	idle := make(chan struct{}, s.cfg.Concurrency)
-	for range s.cfg.Concurrency {
-		idle <- struct{}{}
+	// Tokens bound the entries this consumer holds: one per worker plus a
+	// small read-ahead, so the reader fetches the next entries while workers
+	// deliver. Claiming from other consumers is done only for idle workers,
+	// so a busy replica does not take over entries it cannot deliver now.
+	slots := s.cfg.Concurrency + max(s.cfg.Concurrency, readAhead)
+	tokens := make(chan struct{}, slots)
+	for range slots {
+		tokens <- struct{}{}
 	}
-	jobs := make(chan job, s.cfg.Concurrency)
+	jobs := make(chan job, slots)
+	acks := make(chan string, ackQueue)
+	var acker sync.WaitGroup
+	acker.Go(func() { s.ackLoop(dctx, acks) })
 	var workers sync.WaitGroup
 	for range s.cfg.Concurrency {
 		workers.Go(func() {
-			for j := range jobs {
-				s.process(ctx, dctx, j)
+			for {
+				s.idleWorkers.Add(1)
+				j, ok := <-jobs
+				s.idleWorkers.Add(-1)
+				if !ok {
+					return
+				}
+				s.process(ctx, dctx, j, acks)
 				s.inflight.remove(j.id)
-				idle <- struct{}{}
+				tokens <- struct{}{}
 			}
 		})
 	}
@@ -190,18 +202,23 @@ func (s *Subscriber) Run(ctx context.Context) error {
 	var keepalive sync.WaitGroup
 	keepalive.Go(func() { s.keepAlive(dctx, keepaliveDone) })
 
-	s.read(ctx, jobs, idle)
+	s.read(ctx, jobs, tokens)
 	close(jobs)
 	workers.Wait()
+	close(acks) // the acker flushes what is queued, then returns
+	acker.Wait()
 	close(keepaliveDone)
 	keepalive.Wait()
 	s.running.Store(false)
 	return nil
 }
 
+// readAhead is the minimum number of entries read ahead of the workers.
+const readAhead = 16
+
 // read fetches entries and dispatches them until ctx is done. Redis errors
 // back off; a lost group (NOGROUP: Redis restarted empty) is recreated.
-func (s *Subscriber) read(ctx context.Context, jobs chan<- job, idle chan struct{}) {
+func (s *Subscriber) read(ctx context.Context, jobs chan<- job, tokens chan struct{}) {
 	key := Key(s.cfg.Topic)
 	var (
 		needGroup     = true
@@ -233,7 +250,7 @@ func (s *Subscriber) read(ctx context.Context, jobs chan<- job, idle chan struct
 			needGroup = false
 			pendingCursor = "0" // re-deliver what this consumer had read but not acknowledged
 		}
-		n := acquire(ctx, idle)
+		n := acquire(ctx, tokens)
 		if n == 0 {
 			return
 		}
@@ -254,9 +271,9 @@ func (s *Subscriber) read(ctx context.Context, jobs chan<- job, idle chan struct
 					pendingCursor = msgs[len(msgs)-1].ID
 				}
 			}
-		case time.Now().After(nextClaim):
+		case time.Now().After(nextClaim) && s.idleWorkers.Load() > 0:
 			op = "xautoclaim"
-			msgs, claimCursor, err = s.autoClaim(ctx, key, claimCursor, n)
+			msgs, claimCursor, err = s.autoClaim(ctx, key, claimCursor, min(n, int(s.idleWorkers.Load())))
 			if err == nil && claimCursor == "0-0" {
 				nextClaim = time.Now().Add(claimEvery)
 			}
@@ -265,7 +282,7 @@ func (s *Subscriber) read(ctx context.Context, jobs chan<- job, idle chan struct
 			msgs, err = s.readGroup(ctx, key, ">", n, s.cfg.Block)
 		}
 		if err != nil {
-			release(idle, n)
+			release(tokens, n)
 			if isNoGroup(err) {
 				// The stream or group vanished (Redis restarted without data, or
 				// someone deleted it). Recreate from the start of what is there
@@ -285,32 +302,32 @@ func (s *Subscriber) read(ctx context.Context, jobs chan<- job, idle chan struct
 			s.running.Store(true)
 		}
 		if len(msgs) > n {
-			// Redis honours COUNT; never hand workers more than are idle.
+			// Redis honours COUNT; never hold more entries than there are tokens.
 			msgs = msgs[:n]
 		}
 		for _, m := range msgs {
 			if !s.inflight.add(m.ID) {
 				continue // already being delivered here
 			}
-			jobs <- job{id: m.ID, values: m.Values} // never blocks: a worker is idle per token
+			jobs <- job{id: m.ID, values: m.Values} // never blocks: the buffer has a slot per token
 			n--
 		}
-		release(idle, n)
+		release(tokens, n)
 	}
 }
 
-// acquire waits for an idle worker, then takes every other idle one too;
-// it returns how many it took, or 0 when ctx is done.
-func acquire(ctx context.Context, idle chan struct{}) int {
+// acquire waits for a token, then takes every other free one too; it
+// returns how many it took, or 0 when ctx is done.
+func acquire(ctx context.Context, tokens chan struct{}) int {
 	select {
-	case <-idle:
+	case <-tokens:
 	case <-ctx.Done():
 		return 0
 	}
 	n := 1
 	for {
 		select {
-		case <-idle:
+		case <-tokens:
 			n++
 		default:
 			return n
@@ -318,9 +335,9 @@ func acquire(ctx context.Context, idle chan struct{}) int {
 	}
 }
 
-func release(idle chan struct{}, n int) {
+func release(tokens chan struct{}, n int) {
 	for range n {
-		idle <- struct{}{}
+		tokens <- struct{}{}
 	}
 }
 
