@@ -5,6 +5,7 @@ package metrics
 import (
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,7 +17,7 @@ import (
 type Metrics struct {
 	reg *prometheus.Registry
 
-	published       *prometheus.CounterVec
+	publishedVec    *prometheus.CounterVec
 	publishLatency  *prometheus.HistogramVec
 	deliveries      *prometheus.CounterVec
 	attemptLatency  *prometheus.HistogramVec
@@ -34,9 +35,19 @@ type Metrics struct {
 	redisMaxMemory  prometheus.Gauge
 	fallbacks       *prometheus.CounterVec
 
-	mu        sync.Mutex
-	topics    map[string]map[string]uint64 // topic → outcome → count, for /v1/status
-	fallbackN map[string]uint64            // outcome → count, for /v1/status
+	mu        sync.RWMutex
+	published map[pubKey]*pubCount // bound counters per topic and outcome, also read by /v1/status
+	fallbackN map[string]uint64    // outcome → count, for /v1/status
+}
+
+type pubKey struct{ topic, outcome string }
+
+// pubCount is a topic/outcome's Prometheus counter, bound once (no label
+// hashing per publish), with a plain copy of its value for /v1/status.
+type pubCount struct {
+	counter prometheus.Counter
+	latency prometheus.Observer
+	n       atomic.Uint64
 }
 
 // latencyBuckets span 100 µs to 10 s: a loopback publish to a slow webhook.
@@ -47,8 +58,8 @@ var latencyBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .02
 func New() *Metrics {
 	reg := prometheus.NewRegistry()
 	f := func(c prometheus.Collector) { reg.MustRegister(c) }
-	m := &Metrics{reg: reg, topics: map[string]map[string]uint64{}, fallbackN: map[string]uint64{}}
-	m.published = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sidecar_publish_total",
+	m := &Metrics{reg: reg, published: map[pubKey]*pubCount{}, fallbackN: map[string]uint64{}}
+	m.publishedVec = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sidecar_publish_total",
 		Help: "Publishes by topic and outcome: stream (in Redis), spooled (on local disk), rejected (503)."}, []string{"topic", "outcome"})
 	m.publishLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "sidecar_publish_duration_seconds",
 		Help: "Time to accept a publish (to the stream or the spool).", Buckets: latencyBuckets}, []string{"outcome"})
@@ -76,7 +87,7 @@ func New() *Metrics {
 	m.redisMaxMemory = prometheus.NewGauge(prometheus.GaugeOpts{Name: "sidecar_redis_maxmemory_bytes", Help: "Redis maxmemory (0 = unlimited)."})
 	m.fallbacks = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sidecar_fallback_total",
 		Help: "Direct fallback POSTs while Redis was unavailable, by outcome."}, []string{"outcome"})
-	for _, c := range []prometheus.Collector{m.published, m.publishLatency, m.deliveries, m.attemptLatency, m.endToEnd,
+	for _, c := range []prometheus.Collector{m.publishedVec, m.publishLatency, m.deliveries, m.attemptLatency, m.endToEnd,
 		m.lag, m.pending, m.oldestPending, m.dlqLength, m.spoolEvents, m.spoolBytes, m.spoolMaxBytes,
 		m.redisUp, m.redisLatency, m.redisUsedMemory, m.redisMaxMemory, m.fallbacks,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
@@ -92,27 +103,33 @@ func (m *Metrics) Handler() http.Handler {
 
 // Published records one publish: outcome is stream, spooled or rejected.
 func (m *Metrics) Published(topic, outcome string, d time.Duration) {
-	m.published.WithLabelValues(topic, outcome).Inc()
-	m.publishLatency.WithLabelValues(outcome).Observe(d.Seconds())
-	m.mu.Lock()
-	if m.topics[topic] == nil {
-		m.topics[topic] = map[string]uint64{}
+	k := pubKey{topic, outcome}
+	m.mu.RLock()
+	c := m.published[k]
+	m.mu.RUnlock()
+	if c == nil {
+		m.mu.Lock()
+		if c = m.published[k]; c == nil {
+			c = &pubCount{counter: m.publishedVec.WithLabelValues(topic, outcome), latency: m.publishLatency.WithLabelValues(outcome)}
+			m.published[k] = c
+		}
+		m.mu.Unlock()
 	}
-	m.topics[topic][outcome]++
-	m.mu.Unlock()
+	c.counter.Inc()
+	c.latency.Observe(d.Seconds())
+	c.n.Add(1)
 }
 
 // TopicCounts returns publishes per topic and outcome.
 func (m *Metrics) TopicCounts() map[string]map[string]uint64 {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	out := make(map[string]map[string]uint64, len(m.topics))
-	for t, byOutcome := range m.topics {
-		c := make(map[string]uint64, len(byOutcome))
-		for o, n := range byOutcome {
-			c[o] = n
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	out := map[string]map[string]uint64{}
+	for k, c := range m.published {
+		if out[k.topic] == nil {
+			out[k.topic] = map[string]uint64{}
 		}
-		out[t] = c
+		out[k.topic][k.outcome] = c.n.Load()
 	}
 	return out
 }
@@ -142,8 +159,8 @@ func (m *Metrics) Fallback(outcome string) {
 
 // FallbackCounts returns fallback POSTs by outcome.
 func (m *Metrics) FallbackCounts() map[string]uint64 {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	m.mu.RLock()
+	defer m.mu.RUnlock()
 	out := make(map[string]uint64, len(m.fallbackN))
 	for k, v := range m.fallbackN {
 		out[k] = v
