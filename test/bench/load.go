@@ -2,10 +2,12 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"strconv"
 	"sync"
@@ -126,40 +128,85 @@ func post(c *http.Client, url string, b []byte, want int) error {
 	return nil
 }
 
-// sink is the webhook receiver: it counts events by seq and measures
-// publish→webhook latency from the sent_ns in the body.
+// sink is the webhook receiver. It runs in a process of its own (the bench
+// binary started as "bench sink ADDR"), like the sidecar, so that the
+// plain-HTTP baseline crosses the same process boundary as the sidecar
+// path does. It counts events by seq and measures publish→webhook latency
+// from the sent_ns in the body; /stats reports, /reset clears.
 type sink struct {
-	srv *http.Server
-	url string
-
-	mu   sync.Mutex
-	seen map[int64]int
-	lat  []time.Duration
+	url  string
+	proc *proc
 }
 
-func newSink() (*sink, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+// sinkState is the sink process's memory.
+type sinkState struct {
+	mu   sync.Mutex
+	seen map[int64]int
+	lat  []int64
+}
+
+// serveSink runs the sink process until killed.
+func serveSink(addr string) error {
+	st := &sinkState{seen: map[int64]int{}}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/hook", func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		now := time.Now()
+		seq, sent := field(b, `"seq":`), field(b, `"sent_ns":`)
+		st.mu.Lock()
+		st.seen[seq]++
+		st.lat = append(st.lat, now.UnixNano()-sent)
+		st.mu.Unlock()
+	})
+	mux.HandleFunc("/plain", func(w http.ResponseWriter, r *http.Request) { _, _ = io.Copy(io.Discard, r.Body) })
+	mux.HandleFunc("/reset", func(w http.ResponseWriter, r *http.Request) {
+		st.mu.Lock()
+		st.seen, st.lat = map[int64]int{}, nil
+		st.mu.Unlock()
+	})
+	mux.HandleFunc("/stats", func(w http.ResponseWriter, r *http.Request) {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		unique, dups := 0, 0
+		for _, n := range st.seen {
+			unique++
+			dups += n - 1
+		}
+		lat := st.lat
+		if r.URL.Query().Get("lat") != "1" {
+			lat = nil
+		}
+		_ = json.NewEncoder(w).Encode(sinkStats{Unique: unique, Dups: dups, Lat: lat})
+	})
+	return http.ListenAndServe(addr, mux)
+}
+
+type sinkStats struct {
+	Unique int     `json:"unique"`
+	Dups   int     `json:"dups"`
+	Lat    []int64 `json:"lat_ns,omitempty"`
+}
+
+func newSink(dir string) (*sink, error) {
+	self, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	s := &sink{seen: map[int64]int{}}
-	s.srv = &http.Server{Handler: http.HandlerFunc(s.serve)}
-	s.url = "http://" + l.Addr().String()
-	go s.srv.Serve(l)
-	return s, nil
-}
-
-func (s *sink) serve(w http.ResponseWriter, r *http.Request) {
-	b, _ := io.ReadAll(r.Body)
-	now := time.Now()
-	if r.URL.Path == "/hook" {
-		seq, sent := field(b, `"seq":`), field(b, `"sent_ns":`)
-		s.mu.Lock()
-		s.seen[seq]++
-		s.lat = append(s.lat, now.Sub(time.Unix(0, sent)))
-		s.mu.Unlock()
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort())
+	p, err := start(dir, "sink", nil, self, "sink", addr)
+	if err != nil {
+		return nil, err
 	}
-	w.WriteHeader(http.StatusOK)
+	s := &sink{url: "http://" + addr, proc: p}
+	err = waitFor("sink", 10*time.Second, func() bool {
+		resp, err := http.Get(s.url + "/stats")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return true
+	})
+	return s, err
 }
 
 func field(b []byte, key string) int64 {
@@ -177,21 +224,29 @@ func field(b []byte, key string) int64 {
 }
 
 func (s *sink) reset() {
-	s.mu.Lock()
-	s.seen = map[int64]int{}
-	s.lat = nil
-	s.mu.Unlock()
+	if resp, err := http.Post(s.url+"/reset", "text/plain", nil); err == nil {
+		resp.Body.Close()
+	}
 }
 
-// counts returns unique events, duplicates, and the sorted latencies.
-func (s *sink) counts() (unique, dups int, lat []time.Duration) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, n := range s.seen {
-		unique++
-		dups += n - 1
+// counts returns unique events, duplicates, and (withLat) the sorted latencies.
+func (s *sink) stats(withLat bool) (unique, dups int, lat []time.Duration) {
+	u := s.url + "/stats"
+	if withLat {
+		u += "?lat=1"
 	}
-	lat = slices.Clone(s.lat)
+	resp, err := http.Get(u)
+	if err != nil {
+		return 0, 0, nil
+	}
+	defer resp.Body.Close()
+	var st sinkStats
+	_ = json.NewDecoder(resp.Body).Decode(&st)
+	for _, ns := range st.Lat {
+		lat = append(lat, time.Duration(ns))
+	}
 	slices.Sort(lat)
-	return unique, dups, lat
+	return st.Unique, st.Dups, lat
 }
+
+func (s *sink) counts() (unique, dups int, lat []time.Duration) { return s.stats(false) }

@@ -33,6 +33,13 @@ type options struct {
 }
 
 func main() {
+	if len(os.Args) == 3 && os.Args[1] == "sink" {
+		if err := serveSink(os.Args[2]); err != nil {
+			fmt.Fprintln(os.Stderr, "sink:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(os.Args[1:], os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -116,9 +123,10 @@ func (b *bench) all() error {
 		return err
 	}
 	b.procs = append(b.procs, b.redis)
-	if b.sink, err = newSink(); err != nil {
+	if b.sink, err = newSink(b.dir); err != nil {
 		return err
 	}
+	b.procs = append(b.procs, b.sink.proc)
 	cpuModel := "unknown"
 	if raw, err := os.ReadFile("/proc/cpuinfo"); err == nil {
 		for _, l := range strings.Split(string(raw), "\n") {
@@ -128,7 +136,7 @@ func (b *bench) all() error {
 			}
 		}
 	}
-	b.printf("# sidecar benchmark\n\n%s, %d CPUs (%s), %s; %d-byte JSON events; phases of %v\n\n",
+	b.printf("# sidecar benchmark\n\n%s, %d CPUs (%s), %s; %d-byte JSON events; phases of %v; the webhook sink (also the plain-HTTP baseline's server) runs in its own process\n\n",
 		time.Now().UTC().Format("2006-01-02 15:04 UTC"), runtime.NumCPU(), cpuModel, runtime.Version(), b.o.size, b.o.duration)
 	if err := b.publish(); err != nil {
 		return err
@@ -218,7 +226,7 @@ func (b *bench) endToEnd() error {
 			}
 			last := b.waitDelivered(r.n)
 			time.Sleep(300 * time.Millisecond) // room for a late duplicate
-			u, dups, lat := b.sink.counts()
+			u, dups, lat := b.sink.stats(true)
 			total := last.Sub(start)
 			lr := result{lat: lat}
 			b.printf("| %d | %s | %d | %.0f | %s | %s | %s | %d | %d |\n", conc, label, r.n, float64(u)/total.Seconds(),
