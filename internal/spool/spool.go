@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/rs/zerolog"
 
@@ -35,6 +36,8 @@ type Spool struct {
 	dir  string
 	opts Options
 	log  zerolog.Logger
+
+	lock *os.File // holds an exclusive flock on the directory's LOCK file
 
 	// wmu serialises writers (the group-commit leader) and segment changes.
 	wmu    sync.Mutex
@@ -105,8 +108,19 @@ func Open(dir string, opts Options, log zerolog.Logger) (*Spool, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("spool dir: %w", err)
 	}
-	s := &Spool{dir: dir, opts: opts, log: log, batch: &commit{done: make(chan struct{})}}
+	// Two processes appending to one spool would interleave records and
+	// drain each other's events: refuse a directory another sidecar holds.
+	lock, err := os.OpenFile(filepath.Join(dir, "LOCK"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("spool lock: %w", err)
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("spool dir %s is in use by another sidecar process (give each sidecar its own SIDECAR_SPOOL_DIR): %w", dir, err)
+	}
+	s := &Spool{dir: dir, opts: opts, log: log, lock: lock, batch: &commit{done: make(chan struct{})}}
 	if err := s.recover(); err != nil {
+		lock.Close()
 		return nil, err
 	}
 	return s, nil
@@ -536,14 +550,18 @@ func contains(xs []uint64, x uint64) bool {
 	return false
 }
 
-// Close releases the active segment file.
+// Close releases the active segment file and the directory lock.
 func (s *Spool) Close() error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	var err error
 	if s.active != nil {
-		err := s.active.Close()
+		err = s.active.Close()
 		s.active = nil
-		return err
 	}
-	return nil
+	if s.lock != nil {
+		s.lock.Close() // releases the flock
+		s.lock = nil
+	}
+	return err
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -234,4 +235,18 @@ func TestRecordsLargerThanAReadChunk(t *testing.T) {
 	if fmt.Sprint(ids) != "[ev-00000 ev-00001 ev-00002]" || len(recs[1].Event.Data) != 3<<20 {
 		t.Fatalf("got %v (big record %d bytes)", ids, len(recs[1].Event.Data))
 	}
+}
+
+func TestOneSpoolDirectoryOneProcess(t *testing.T) {
+	dir := t.TempDir()
+	s, _ := open(t, dir, Options{})
+	if _, err := Open(dir, Options{}, zerolog.Nop()); err == nil || !strings.Contains(err.Error(), "in use by another sidecar") {
+		t.Fatalf("second Open of a held spool: got %v, want an in-use error", err)
+	}
+	s.Close()
+	s2, err := Open(dir, Options{}, zerolog.Nop())
+	if err != nil {
+		t.Fatalf("Open after Close: %v", err)
+	}
+	s2.Close()
 }
