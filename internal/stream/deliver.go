@@ -44,7 +44,18 @@ func (s *Subscriber) process(ctx, dctx context.Context, j job, acks chan<- strin
 		return
 	}
 	obs := s.cfg.Observer
-	for attempt := 1; ; attempt++ {
+	// An entry read before (by a process that died mid-delivery, or claimed
+	// from another replica) continues its attempt count, at least one
+	// attempt per earlier read.
+	first := int(max(j.reads, 1))
+	if first > s.cfg.MaxAttempts {
+		cause := fmt.Errorf("read %d times without being acknowledged (max_attempts %d): its deliveries keep being interrupted", j.reads, s.cfg.MaxAttempts)
+		obs.Attempt(s.cfg.Topic, s.cfg.Group, "dead_lettered", 0)
+		s.setLastError(cause)
+		s.deadLetter(dctx, j, ev, cause, int(j.reads)-1)
+		return
+	}
+	for attempt := first; ; attempt++ {
 		start := time.Now()
 		err := s.h.Handle(dctx, Delivery{Topic: s.cfg.Topic, StreamID: j.id, Attempt: attempt, Event: ev})
 		took := time.Since(start)

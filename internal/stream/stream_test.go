@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -451,5 +452,43 @@ func TestPublishDrainedIsIdempotentByEventID(t *testing.T) {
 	}
 	if n := rdb.XLen(ctx, Key(topic)).Val(); n != 3 {
 		t.Fatalf("stream length: got %d, want 3", n)
+	}
+}
+
+func TestEntryReadTooOftenIsDeadLetteredNotLooped(t *testing.T) {
+	_, rdb, topic, p := setup(t, redistest.StartProcess, "crashloop", Retention{})
+	ctx := context.Background()
+	ids := publishN(t, p, topic, 2)
+	rdb.XGroupCreate(ctx, Key(topic), "g", "0")
+	// Six earlier lives of consumer c1 read the first entry and died before acking
+	// (XPENDING's delivery count also counts a read of the pending history).
+	rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "g", Consumer: "c1", Streams: []string{Key(topic), ">"}, Count: 1, Block: -1})
+	for range 5 {
+		rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "g", Consumer: "c1", Streams: []string{Key(topic), "0"}, Count: 1, Block: -1})
+	}
+	rec := &recorder{}
+	startSub(t, rdb, SubscriptionConfig{Topic: topic, Consumer: "c1", MaxAttempts: 5}, rec)
+	eventually(t, 5*time.Second, "the crash-looping entry dead-lettered", func() bool { return rdb.XLen(ctx, DLQKey(topic)).Val() == 1 })
+	dlq := rdb.XRange(ctx, DLQKey(topic), "-", "+").Val()[0].Values
+	if dlq["id"] != ids[0] || !strings.Contains(dlq["error"].(string), "read 7 times") {
+		t.Fatalf("DLQ entry: got %v", dlq)
+	}
+	eventually(t, 5*time.Second, "the next entry delivered", func() bool { return len(rec.deliveries()) == 1 })
+	if d := rec.deliveries()[0]; d.Event.ID != ids[1] || d.Attempt != 1 {
+		t.Fatalf("got %s attempt %d, want %s attempt 1 (the crash-looping one never reaches the webhook)", d.Event.ID, d.Attempt, ids[1])
+	}
+}
+
+func TestRedeliveryAfterRestartContinuesAttemptCount(t *testing.T) {
+	_, rdb, topic, p := setup(t, redistest.StartProcess, "attempts", Retention{})
+	ctx := context.Background()
+	publishN(t, p, topic, 1)
+	rdb.XGroupCreate(ctx, Key(topic), "g", "0")
+	rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "g", Consumer: "c1", Streams: []string{Key(topic), ">"}, Count: 1, Block: -1})
+	rec := &recorder{}
+	startSub(t, rdb, SubscriptionConfig{Topic: topic, Consumer: "c1"}, rec)
+	eventually(t, 5*time.Second, "redelivery", func() bool { return len(rec.deliveries()) == 1 })
+	if a := rec.deliveries()[0].Attempt; a != 2 {
+		t.Fatalf("attempt after a restart: got %d, want 2", a)
 	}
 }

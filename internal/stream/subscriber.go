@@ -103,6 +103,10 @@ type Subscriber struct {
 type job struct {
 	id     string
 	values map[string]any
+	// reads is how many times Redis has handed this entry to a consumer
+	// (its delivery count): above 1 it was read before, by a process that
+	// died or a replica that was claimed from.
+	reads int64
 }
 
 // NewSubscriber returns a Subscriber; Run starts it.
@@ -305,11 +309,15 @@ func (s *Subscriber) read(ctx context.Context, jobs chan<- job, tokens chan stru
 			// Redis honours COUNT; never hold more entries than there are tokens.
 			msgs = msgs[:n]
 		}
+		var reads map[string]int64
+		if op != "xreadgroup" && len(msgs) > 0 {
+			reads = s.deliveryCounts(ctx, key, msgs)
+		}
 		for _, m := range msgs {
 			if !s.inflight.add(m.ID) {
 				continue // already being delivered here
 			}
-			jobs <- job{id: m.ID, values: m.Values} // never blocks: the buffer has a slot per token
+			jobs <- job{id: m.ID, values: m.Values, reads: reads[m.ID]} // never blocks: the buffer has a slot per token
 			n--
 		}
 		release(tokens, n)
@@ -364,6 +372,51 @@ func (s *Subscriber) readGroup(ctx context.Context, key, id string, count int, b
 		msgs = append(msgs, st.Messages...)
 	}
 	return msgs, nil
+}
+
+// deliveryCounts reads how often each re-read entry was handed out
+// (XPENDING), so a restart or a claim does not reset max_attempts: an event
+// that crashes its sidecar every time is dead-lettered instead of looping.
+// On error it returns nil: attempts then count from 1, as before.
+func (s *Subscriber) deliveryCounts(ctx context.Context, key string, msgs []redis.XMessage) map[string]int64 {
+	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	lo, hi := msgs[0].ID, msgs[0].ID
+	for _, m := range msgs {
+		if streamIDLess(m.ID, lo) {
+			lo = m.ID
+		}
+		if streamIDLess(hi, m.ID) {
+			hi = m.ID
+		}
+	}
+	ext, err := s.rdb.XPendingExt(cctx, &redis.XPendingExtArgs{
+		Stream: key, Group: s.cfg.Group, Start: lo, End: hi, Count: int64(len(msgs)) * 4, Consumer: s.cfg.Consumer,
+	}).Result()
+	if err != nil {
+		return nil
+	}
+	out := make(map[string]int64, len(ext))
+	for _, p := range ext {
+		out[p.ID] = p.RetryCount
+	}
+	return out
+}
+
+// streamIDLess orders stream ids ("ms-seq") numerically.
+func streamIDLess(a, b string) bool {
+	am, as, _ := strings.Cut(a, "-")
+	bm, bs, _ := strings.Cut(b, "-")
+	if len(am) != len(bm) {
+		return len(am) < len(bm)
+	}
+	if am != bm {
+		return am < bm
+	}
+	if len(as) != len(bs) {
+		return len(as) < len(bs)
+	}
+	return as < bs
 }
 
 func (s *Subscriber) autoClaim(ctx context.Context, key, cursor string, count int) ([]redis.XMessage, string, error) {
