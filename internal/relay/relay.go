@@ -70,6 +70,7 @@ type Relay struct {
 	// appends hold it shared, the drainer takes it exclusively to flip.
 	mu       sync.RWMutex
 	spooling atomic.Bool
+	draining atomic.Bool // the drainer is moving spooled events into Redis now
 	wake     chan struct{}
 
 	refusing                      atomic.Bool // the last spool append failed (full or broken), until space is freed
@@ -171,7 +172,8 @@ func (r *Relay) Spooling() bool { return r.spooling.Load() }
 
 // Stats are the relay's counters and the spool's size.
 type Stats struct {
-	Spooling    bool        `json:"spooling"`
+	Spooling    bool        `json:"spooling"` // publishes go to the spool
+	Draining    bool        `json:"draining"` // spooled events are moving into Redis
 	Spool       spool.Stats `json:"spool"`
 	Spooled     uint64      `json:"spooled"`
 	Drained     uint64      `json:"drained"`
@@ -182,7 +184,7 @@ type Stats struct {
 // Stats returns the counters now.
 func (r *Relay) Stats() Stats {
 	last, _ := r.lastErr.Load().(string)
-	return Stats{Spooling: r.spooling.Load(), Spool: r.spool.Stats(), Spooled: r.spooled.Load(),
+	return Stats{Spooling: r.spooling.Load(), Draining: r.draining.Load(), Spool: r.spool.Stats(), Spooled: r.spooled.Load(),
 		Drained: r.drained.Load(), SpoolErrors: r.spoolErrors.Load(), LastError: last}
 }
 
@@ -221,6 +223,7 @@ const drainBatch = 256
 // switches publishing back to direct.
 func (r *Relay) drain(ctx context.Context) error {
 	start, moved := time.Now(), 0
+	defer r.draining.Store(false)
 	for {
 		recs, err := r.spool.Peek(drainBatch)
 		if err != nil {
@@ -243,6 +246,7 @@ func (r *Relay) drain(ctx context.Context) error {
 		}
 		done := 0
 		var perr error
+		r.draining.Store(true)
 		for _, rec := range recs {
 			dctx, cancel := context.WithTimeout(ctx, r.timeout*4)
 			_, perr = r.log.PublishDrained(dctx, rec.Topic, rec.Event, rec.Uncertain)
