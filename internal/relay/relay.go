@@ -246,7 +246,6 @@ func (r *Relay) drain(ctx context.Context) error {
 		}
 		done := 0
 		var perr error
-		r.draining.Store(true)
 		for _, rec := range recs {
 			dctx, cancel := context.WithTimeout(ctx, r.timeout*4)
 			_, perr = r.log.PublishDrained(dctx, rec.Topic, rec.Event, rec.Uncertain)
@@ -257,6 +256,7 @@ func (r *Relay) drain(ctx context.Context) error {
 			done++
 		}
 		if done > 0 {
+			r.draining.Store(true) // Redis takes events: the drain is under way
 			if err := r.spool.Ack(recs[:done]); err != nil {
 				return fmt.Errorf("spool ack: %w", err)
 			}
