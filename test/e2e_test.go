@@ -13,6 +13,7 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/fogis-sidecar/sidecar/internal/eventually"
 	"github.com/fogis-sidecar/sidecar/internal/redistest"
 )
 
@@ -33,7 +34,7 @@ func TestPublishAndDeliverExactly(t *testing.T) {
 	for i := range n {
 		sent = append(sent, pub.mustPublish(topic, body(i), "ce-type", "match_updates"))
 	}
-	eventually(t, 30*time.Second, fmt.Sprintf("%d deliveries", n), func() bool { return rc.count() >= n })
+	eventually.True(t, 30*time.Second, fmt.Sprintf("%d deliveries", n), func() bool { return rc.count() >= n })
 	elapsed := time.Since(start)
 	// Give a duplicate time to show up before counting exactly.
 	time.Sleep(200 * time.Millisecond)
@@ -79,7 +80,7 @@ func TestIdempotencyKeyOverHTTP(t *testing.T) {
 		t.Fatalf("retried publish: got %+v, want the first result %+v", again, first)
 	}
 	other := pub.mustPublish(topic, body(2))
-	eventually(t, 10*time.Second, "the marker event", func() bool {
+	eventually.True(t, 10*time.Second, "the marker event", func() bool {
 		for _, id := range ids(rc.all()) {
 			if id == other.ID {
 				return true
@@ -98,7 +99,7 @@ func TestSubscriberDownWhilePublishingGetsEverything(t *testing.T) {
 	for i := range 10 {
 		sent = append(sent, pub.mustPublish(topic, body(i)).ID)
 	}
-	eventually(t, 10*time.Second, "first 10", func() bool { return rc.count() == 10 })
+	eventually.True(t, 10*time.Second, "first 10", func() bool { return rc.count() == 10 })
 	if err := sub.term(15 * time.Second); err != nil {
 		t.Fatalf("SIGTERM: got exit %v, want 0", err)
 	}
@@ -106,7 +107,7 @@ func TestSubscriberDownWhilePublishingGetsEverything(t *testing.T) {
 		sent = append(sent, pub.mustPublish(topic, body(i)).ID)
 	}
 	sub.restart()
-	eventually(t, 30*time.Second, "all 200", func() bool { return rc.count() >= 200 })
+	eventually.True(t, 30*time.Second, "all 200", func() bool { return rc.count() >= 200 })
 	time.Sleep(200 * time.Millisecond)
 	if got := ids(rc.all()); fmt.Sprint(got) != fmt.Sprint(sent) {
 		t.Fatalf("got %d deliveries, want the 200 published, in order, once each", len(got))
@@ -121,11 +122,11 @@ func TestKill9MidDeliveryLosesNothing(t *testing.T) {
 	for i := range n {
 		sent = append(sent, pub.mustPublish(topic, body(i)).ID)
 	}
-	eventually(t, 30*time.Second, "deliveries under way", func() bool { return rc.count() >= 60 })
+	eventually.True(t, 30*time.Second, "deliveries under way", func() bool { return rc.count() >= 60 })
 	sub.kill()
 	atKill := rc.count()
 	sub.restart()
-	eventually(t, 60*time.Second, "every event delivered", func() bool {
+	eventually.True(t, 60*time.Second, "every event delivered", func() bool {
 		seen := map[string]bool{}
 		for _, id := range ids(rc.all()) {
 			seen[id] = true
@@ -163,7 +164,7 @@ func TestRetryThenSuccessCarriesAttemptNumber(t *testing.T) {
 		return http.StatusOK
 	})
 	r := pub.mustPublish(topic, body(0))
-	eventually(t, 10*time.Second, "third attempt", func() bool { return rc.count() >= 3 })
+	eventually.True(t, 10*time.Second, "third attempt", func() bool { return rc.count() >= 3 })
 	time.Sleep(300 * time.Millisecond)
 	got := rc.all()
 	if len(got) != 3 {
@@ -194,8 +195,8 @@ func TestPoisonEventGoesToDLQAndLaterEventsFlow(t *testing.T) {
 	}
 	rdb := redis.Client(t)
 	dlqKey := "sidecar:{" + topic + "}:dlq"
-	eventually(t, 15*time.Second, "poison event in the DLQ", func() bool { return rdb.XLen(context.Background(), dlqKey).Val() == 1 })
-	eventually(t, 15*time.Second, "later events delivered", func() bool { return rc.count() >= 7 })
+	eventually.True(t, 15*time.Second, "poison event in the DLQ", func() bool { return rdb.XLen(context.Background(), dlqKey).Val() == 1 })
+	eventually.True(t, 15*time.Second, "later events delivered", func() bool { return rc.count() >= 7 })
 	entry := rdb.XRange(context.Background(), dlqKey, "-", "+").Val()[0].Values
 	if entry["id"] != sent[1].ID || entry["attempts"] != "3" || entry["group"] != "calendar" ||
 		entry["original_id"] != sent[1].StreamID || entry["data"] != string(poison) || entry["error"] == "" {
@@ -210,7 +211,7 @@ func TestPoisonEventGoesToDLQAndLaterEventsFlow(t *testing.T) {
 	if want := []string{sent[0].ID, sent[2].ID, sent[3].ID, sent[4].ID}; fmt.Sprint(healthy) != fmt.Sprint(want) {
 		t.Fatalf("healthy deliveries: got %v, want %v", healthy, want)
 	}
-	eventually(t, 5*time.Second, "nothing pending", func() bool {
+	eventually.True(t, 5*time.Second, "nothing pending", func() bool {
 		return rdb.XPending(context.Background(), "sidecar:{"+topic+"}", "calendar").Val().Count == 0
 	})
 }
@@ -218,20 +219,20 @@ func TestPoisonEventGoesToDLQAndLaterEventsFlow(t *testing.T) {
 func TestRedisRestartedEmptySubscriptionHeals(t *testing.T) {
 	redis, topic, rc, pub, sub := startPair(t, "heal")
 	pub.mustPublish(topic, body(0))
-	eventually(t, 10*time.Second, "first delivery", func() bool { return rc.count() == 1 })
+	eventually.True(t, 10*time.Second, "first delivery", func() bool { return rc.count() == 1 })
 
 	redis.Restart() // a new, empty Redis: stream and group are gone
 	var after receipt
-	eventually(t, 15*time.Second, "publish accepted again", func() bool {
+	eventually.True(t, 15*time.Second, "publish accepted again", func() bool {
 		code, r := pub.publish(topic, body(1))
 		after = r
 		return code == http.StatusAccepted
 	})
-	eventually(t, 20*time.Second, "delivery after the restart", func() bool { return rc.count() >= 2 })
+	eventually.True(t, 20*time.Second, "delivery after the restart", func() bool { return rc.count() >= 2 })
 	if got := ids(rc.all()); len(got) != 2 || got[1] != after.ID {
 		t.Fatalf("got %v, want the post-restart event %s delivered once", got, after.ID)
 	}
-	eventually(t, 10*time.Second, "subscriber ready", func() bool {
+	eventually.True(t, 10*time.Second, "subscriber ready", func() bool {
 		resp, err := http.Get(sub.url("/readyz"))
 		if err != nil {
 			return false
@@ -256,12 +257,12 @@ func TestStartsWithoutRedisSpoolsThenDrains(t *testing.T) {
 		t.Fatalf("publish with Redis down: got %d %+v after %v, want a quick 202 spooled", code, r, el)
 	}
 	redistest.StartProcessOnPort(t, port)
-	eventually(t, 20*time.Second, "ready once Redis appears", func() bool {
+	eventually.True(t, 20*time.Second, "ready once Redis appears", func() bool {
 		code, rep := sub.readyz()
 		return code == 200 && rep["status"] == "ready"
 	})
 	got := sub.mustPublish(topic, body(1))
-	eventually(t, 10*time.Second, "both delivered", func() bool { return rc.count() >= 2 })
+	eventually.True(t, 10*time.Second, "both delivered", func() bool { return rc.count() >= 2 })
 	time.Sleep(200 * time.Millisecond)
 	if ids := ids(rc.all()); fmt.Sprint(ids) != fmt.Sprint([]string{r.ID, got.ID}) {
 		t.Fatalf("got %v, want the spooled event then the direct one, once each", ids)
@@ -273,7 +274,7 @@ func TestSIGTERMFinishesInFlightDeliveryAndExitsZero(t *testing.T) {
 	rc.set(700*time.Millisecond, nil)
 	first := pub.mustPublish(topic, body(0))
 	second := pub.mustPublish(topic, body(1))
-	eventually(t, 10*time.Second, "first delivery in flight", func() bool { return rc.count() == 1 })
+	eventually.True(t, 10*time.Second, "first delivery in flight", func() bool { return rc.count() == 1 })
 	if err := sub.term(15 * time.Second); err != nil {
 		t.Fatalf("SIGTERM: got exit %v, want 0", err)
 	}
@@ -286,7 +287,7 @@ func TestSIGTERMFinishesInFlightDeliveryAndExitsZero(t *testing.T) {
 	}
 	rc.set(0, nil)
 	sub.restart()
-	eventually(t, 10*time.Second, "second event", func() bool { return rc.count() >= 2 })
+	eventually.True(t, 10*time.Second, "second event", func() bool { return rc.count() >= 2 })
 	time.Sleep(200 * time.Millisecond)
 	if got := ids(rc.all()); fmt.Sprint(got) != fmt.Sprint([]string{first.ID, second.ID}) {
 		t.Fatalf("got %v, want each event once", got)

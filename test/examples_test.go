@@ -15,6 +15,7 @@ import (
 
 	"github.com/ory/dockertest/v3"
 
+	"github.com/fogis-sidecar/sidecar/internal/eventually"
 	"github.com/fogis-sidecar/sidecar/internal/redistest"
 )
 
@@ -52,7 +53,7 @@ func startPython(t *testing.T, py, script string, env ...string) *bytes.Buffer {
 
 func waitHTTP(t *testing.T, url string) {
 	t.Helper()
-	eventually(t, 20*time.Second, url, func() bool {
+	eventually.True(t, 20*time.Second, url, func() bool {
 		resp, err := http.Get(url)
 		if err != nil {
 			return false
@@ -90,7 +91,7 @@ func TestPythonExamplesVerifySignaturesAndDeduplicate(t *testing.T) {
 		Events     []string `json:"events"`
 		Duplicates int      `json:"duplicates"`
 	}
-	eventually(t, 15*time.Second, "5 verified deliveries", func() bool {
+	eventually.True(t, 15*time.Second, "5 verified deliveries", func() bool {
 		resp, err := http.Get(recvURL + "/received")
 		if err != nil {
 			return false
@@ -151,7 +152,7 @@ func TestFogisStandInsEndToEnd(t *testing.T) {
 		ID   string         `json:"id"`
 		Body map[string]any `json:"body"`
 	}
-	eventually(t, 15*time.Second, "3 match updates at the calendar", func() bool {
+	eventually.True(t, 15*time.Second, "3 match updates at the calendar", func() bool {
 		resp, err := http.Get(calURL + "/received")
 		if err != nil {
 			return false

@@ -10,6 +10,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"github.com/fogis-sidecar/sidecar/internal/eventually"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -47,18 +48,6 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
-}
-
-// eventually polls cond until it holds or d passes.
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // sidecar is one running sidecar process.
@@ -129,7 +118,7 @@ func (s *sidecar) start() {
 		s.mu.Unlock()
 		close(done)
 	}()
-	eventually(s.t, 30*time.Second, s.name+" /healthz", func() bool {
+	eventually.True(s.t, 30*time.Second, s.name+" /healthz", func() bool {
 		select {
 		case <-done:
 			b, _ := os.ReadFile(s.log.Name())

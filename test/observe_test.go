@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fogis-sidecar/sidecar/internal/eventually"
 )
 
 func getBody(t *testing.T, url, token string) (int, string) {
@@ -36,7 +38,7 @@ func TestStatusAndMetricsReflectTraffic(t *testing.T) {
 	for i := range 5 {
 		pub.mustPublish(topic, body(i))
 	}
-	eventually(t, 10*time.Second, "5 requests", func() bool { return rc.count() == 5 })
+	eventually.True(t, 10*time.Second, "5 requests", func() bool { return rc.count() == 5 })
 
 	if code, _ := getBody(t, sub.url("/v1/status"), ""); code != http.StatusUnauthorized {
 		t.Fatalf("/v1/status without the token: got %d, want 401", code)
@@ -58,7 +60,7 @@ func TestStatusAndMetricsReflectTraffic(t *testing.T) {
 			LastError    string `json:"last_error"`
 		} `json:"subscriptions"`
 	}
-	eventually(t, 15*time.Second, "status with the DLQ length read", func() bool {
+	eventually.True(t, 15*time.Second, "status with the DLQ length read", func() bool {
 		code, b := getBody(t, sub.url("/v1/status"), "tok")
 		if code != 200 || json.Unmarshal([]byte(b), &st) != nil || len(st.Subscriptions) != 1 {
 			return false

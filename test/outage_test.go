@@ -9,13 +9,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fogis-sidecar/sidecar/internal/eventually"
 	"github.com/fogis-sidecar/sidecar/internal/redistest"
 )
 
 // exactlyOnceInOrder checks that the receiver got each id of want once, in order.
 func exactlyOnceInOrder(t *testing.T, rc *receiver, want []string) {
 	t.Helper()
-	eventually(t, 60*time.Second, fmt.Sprintf("%d deliveries", len(want)), func() bool { return rc.count() >= len(want) })
+	eventually.True(t, 60*time.Second, fmt.Sprintf("%d deliveries", len(want)), func() bool { return rc.count() >= len(want) })
 	time.Sleep(300 * time.Millisecond) // room for a duplicate to show
 	got := ids(rc.all())
 	if len(got) != len(want) {
@@ -50,7 +51,7 @@ func TestRedisKilledWhilePublishingRestartedEmpty(t *testing.T) {
 		case 150:
 			// Everything Redis took so far is delivered: what a Redis without
 			// persistence loses on a restart is then nothing the sidecar owes.
-			eventually(t, 20*time.Second, "caught up before the kill", func() bool { return rc.count() == 150 })
+			eventually.True(t, 20*time.Second, "caught up before the kill", func() bool { return rc.count() == 150 })
 			redis.Kill()
 		case 300:
 			redis.Restart() // empty: no stream, no group
@@ -77,7 +78,7 @@ func TestStalledRedisPublishesSpoolWithinTimeout(t *testing.T) {
 	for i := range 50 {
 		want = append(want, pub.mustPublish(topic, body(i)).ID)
 	}
-	eventually(t, 10*time.Second, "first 50", func() bool { return rc.count() == 50 })
+	eventually.True(t, 10*time.Second, "first 50", func() bool { return rc.count() == 50 })
 	redis.Stop()
 	var worst time.Duration
 	for i := 50; i < 150; i++ {
@@ -144,7 +145,7 @@ func TestSpoolFullRefusesAndKeepsWhatItAccepted(t *testing.T) {
 	if refused == 0 || len(want) == 0 {
 		t.Fatalf("accepted %d, refused %d: want both", len(want), refused)
 	}
-	eventually(t, 5*time.Second, "/readyz 503 not_ready with Redis dead and the spool full", func() bool {
+	eventually.True(t, 5*time.Second, "/readyz 503 not_ready with Redis dead and the spool full", func() bool {
 		code, rep := pub.readyz()
 		return code == http.StatusServiceUnavailable && rep["status"] == "not_ready"
 	})
@@ -175,7 +176,7 @@ routes:
 		}
 		want = append(want, r.ID)
 	}
-	eventually(t, 10*time.Second, "first 5", func() bool { return rc.count() == 5 })
+	eventually.True(t, 10*time.Second, "first 5", func() bool { return rc.count() == 5 })
 	redis.Kill()
 	var worst time.Duration
 	for i := 5; i < 25; i++ {
@@ -185,16 +186,16 @@ routes:
 			t.Fatalf("route publish %d with Redis dead: got %d %+v, want spooled and fallback delivered", i, code, r)
 		}
 		want = append(want, r.ID)
-		eventually(t, time.Second, "fallback delivery within a second", func() bool { return rc.count() == i+1 })
+		eventually.True(t, time.Second, "fallback delivery within a second", func() bool { return rc.count() == i+1 })
 		worst = max(worst, time.Since(sent))
 	}
 	redis.Restart()
-	eventually(t, 30*time.Second, "spool drained into the stream", func() bool {
+	eventually.True(t, 30*time.Second, "spool drained into the stream", func() bool {
 		n, err := redis.Client(t).XLen(context.Background(), "sidecar:{"+topic+"}").Result()
 		return err == nil && n == 20
 	})
 	// The stream copies reach the calendar sidecar and must not be delivered again.
-	eventually(t, 15*time.Second, "stream copies acknowledged", func() bool {
+	eventually.True(t, 15*time.Second, "stream copies acknowledged", func() bool {
 		p, err := redis.Client(t).XPending(context.Background(), "sidecar:{"+topic+"}", "calendar").Result()
 		info, ierr := redis.Client(t).XInfoGroups(context.Background(), "sidecar:{"+topic+"}").Result()
 		return err == nil && ierr == nil && p.Count == 0 && len(info) == 1 && info[0].EntriesRead == 20
@@ -236,7 +237,7 @@ func TestConcurrentPublishersDuringOutageKeepPerClientOrder(t *testing.T) {
 	}
 	wg.Wait()
 	redis.Restart()
-	eventually(t, 60*time.Second, "all delivered", func() bool { return rc.count() >= clients*each })
+	eventually.True(t, 60*time.Second, "all delivered", func() bool { return rc.count() >= clients*each })
 	time.Sleep(300 * time.Millisecond)
 	got := ids(rc.all())
 	if len(got) != clients*each {

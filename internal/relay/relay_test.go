@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/fogis-sidecar/sidecar/internal/eventually"
 	"sync"
 	"testing"
 	"time"
@@ -83,17 +84,6 @@ func pub(t *testing.T, r *Relay, i int) event.Receipt {
 	return rc
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func TestOutageSpoolsAndDrainsInOrder(t *testing.T) {
 	log := &fakeLog{}
 	r, _ := newRelay(t, log, spool.Options{})
@@ -120,7 +110,7 @@ func TestOutageSpoolsAndDrainsInOrder(t *testing.T) {
 		pub(t, r, i)
 		want = append(want, fmt.Sprintf("e%03d", i))
 	}
-	eventually(t, "spool drained", func() bool { return !r.Spooling() && len(log.got()) == 25 })
+	eventually.True(t, 5*time.Second, "spool drained", func() bool { return !r.Spooling() && len(log.got()) == 25 })
 	if got := log.got(); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("stream order: got %v, want %v", got, want)
 	}
@@ -147,7 +137,7 @@ func TestStalledRedisSpoolsWithinTimeoutAsUncertain(t *testing.T) {
 		t.Fatalf("second publish during the stall took %v", el)
 	}
 	log.set(false, false)
-	eventually(t, "drained", func() bool { return len(log.got()) == 2 })
+	eventually.True(t, 5*time.Second, "drained", func() bool { return len(log.got()) == 2 })
 	log.mu.Lock()
 	defer log.mu.Unlock()
 	if fmt.Sprint(log.uncertain) != "[e000]" {
@@ -189,7 +179,7 @@ func TestLeftoverSpoolDrainsFirstAfterRestart(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go r.Run(ctx)
-	eventually(t, "drained", func() bool { return len(log.got()) == 4 })
+	eventually.True(t, 5*time.Second, "drained", func() bool { return len(log.got()) == 4 })
 	if got := log.got(); fmt.Sprint(got) != "[old0 old1 old2 e009]" {
 		t.Fatalf("got %v", got)
 	}

@@ -19,28 +19,25 @@ import (
 // permanent. ctx stops retrying; dctx (ctx plus the grace period) bounds
 // the attempt in flight and the final XACK.
 func (s *Subscriber) process(ctx, dctx context.Context, j job, acks chan<- string) {
-	log := s.log.With().Str("stream_id", j.id).Logger()
 	ev, err := event.FromValues(j.values)
 	if errors.Is(err, event.ErrNoData) {
 		// Trimmed or deleted before we got to it: nothing to deliver, and
 		// retrying would never succeed. Acknowledge and count it.
 		s.gone.Add(1)
 		s.cfg.Observer.Attempt(s.cfg.Topic, s.cfg.Group, "gone", 0)
-		log.Warn().Msg("pending entry no longer in the stream; acknowledged without delivery")
-		s.finish(dctx, func(ctx context.Context) error { return s.rdb.XAck(ctx, Key(s.cfg.Topic), s.cfg.Group, j.id).Err() })
+		s.log.Warn().Str("stream_id", j.id).Msg("pending entry no longer in the stream; acknowledged without delivery")
+		acks <- j.id
 		return
 	}
 	if err != nil {
 		s.deadLetter(dctx, j, nil, err, 0)
 		return
 	}
-	log = log.With().Str("event_id", ev.ID).Logger()
-	ack := func(ctx context.Context) error { return s.rdb.XAck(ctx, Key(s.cfg.Topic), s.cfg.Group, j.id).Err() }
 	if s.cfg.Dedup != nil && s.cfg.Dedup.Delivered(dctx, ev.ID) {
-		s.finish(dctx, ack)
+		acks <- j.id
 		s.deduplicated.Add(1)
 		s.cfg.Observer.Attempt(s.cfg.Topic, s.cfg.Group, "deduplicated", 0)
-		log.Debug().Msg("already delivered through the inbox; acknowledged")
+		s.log.Debug().Str("stream_id", j.id).Str("event_id", ev.ID).Msg("already delivered through the inbox; acknowledged")
 		return
 	}
 	obs := s.cfg.Observer
@@ -67,7 +64,7 @@ func (s *Subscriber) process(ctx, dctx context.Context, j job, acks chan<- strin
 			s.mu.Lock()
 			s.lastDelivery = time.Now()
 			s.mu.Unlock()
-			log.Debug().Int("attempt", attempt).Msg("delivered")
+			s.log.Debug().Str("stream_id", j.id).Str("event_id", ev.ID).Int("attempt", attempt).Msg("delivered")
 			return
 		}
 		if dctx.Err() != nil {
@@ -85,7 +82,7 @@ func (s *Subscriber) process(ctx, dctx context.Context, j job, acks chan<- strin
 		if wait <= 0 {
 			wait = s.cfg.Backoff.Delay(attempt)
 		}
-		log.Debug().Err(err).Int("attempt", attempt).Dur("wait", wait).Msg("delivery failed; will retry")
+		s.log.Debug().Str("stream_id", j.id).Str("event_id", ev.ID).Err(err).Int("attempt", attempt).Dur("wait", wait).Msg("delivery failed; will retry")
 		if !backoff.Sleep(ctx, wait) {
 			return // stopping: stays pending, delivered again after restart
 		}

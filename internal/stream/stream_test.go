@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/fogis-sidecar/sidecar/internal/eventually"
 	"strings"
 	"sync"
 	"testing"
@@ -16,17 +17,6 @@ import (
 	"github.com/fogis-sidecar/sidecar/internal/event"
 	"github.com/fogis-sidecar/sidecar/internal/redistest"
 )
-
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
 
 func newEvent(data string) *event.Event {
 	return &event.Event{ID: event.NewID(), Source: "test", Type: "t", Time: time.Now(), ContentType: "text/plain", Data: []byte(data)}
@@ -203,7 +193,7 @@ func TestDeliversInOrderAndAcks(t *testing.T) {
 	startSub(t, rdb, SubscriptionConfig{Topic: topic}, rec)
 	more := publishN(t, p, topic, 50)
 	ids = append(ids, more...)
-	eventually(t, 10*time.Second, "100 deliveries", func() bool { return len(rec.deliveries()) >= 100 })
+	eventually.True(t, 10*time.Second, "100 deliveries", func() bool { return len(rec.deliveries()) >= 100 })
 	got := rec.deliveries()
 	if len(got) != 100 {
 		t.Fatalf("got %d deliveries, want 100", len(got))
@@ -213,7 +203,7 @@ func TestDeliversInOrderAndAcks(t *testing.T) {
 			t.Fatalf("delivery %d: got id %s attempt %d data %q, want id %s attempt 1", i, d.Event.ID, d.Attempt, d.Event.Data, ids[i])
 		}
 	}
-	eventually(t, 5*time.Second, "no pending entries", func() bool {
+	eventually.True(t, 5*time.Second, "no pending entries", func() bool {
 		return rdb.XPending(context.Background(), Key(topic), "g").Val().Count == 0
 	})
 }
@@ -228,7 +218,7 @@ func TestRetryThenSuccessCountsAttempts(t *testing.T) {
 	}}
 	startSub(t, rdb, SubscriptionConfig{Topic: topic}, rec)
 	publishN(t, p, topic, 2)
-	eventually(t, 5*time.Second, "6 attempts", func() bool { return len(rec.deliveries()) >= 6 })
+	eventually.True(t, 5*time.Second, "6 attempts", func() bool { return len(rec.deliveries()) >= 6 })
 	got := rec.deliveries()
 	want := []int{1, 2, 3, 1, 2, 3}
 	for i, d := range got {
@@ -254,7 +244,7 @@ func TestPoisonEventDeadLettersAndLaterEventsFlow(t *testing.T) {
 	}}
 	startSub(t, rdb, SubscriptionConfig{Topic: topic, MaxAttempts: 4}, rec)
 	ids := publishN(t, p, topic, 5)
-	eventually(t, 5*time.Second, "two DLQ entries", func() bool { return rdb.XLen(context.Background(), DLQKey(topic)).Val() == 2 })
+	eventually.True(t, 5*time.Second, "two DLQ entries", func() bool { return rdb.XLen(context.Background(), DLQKey(topic)).Val() == 2 })
 	dlq := rdb.XRange(context.Background(), DLQKey(topic), "-", "+").Val()
 	if dlq[0].Values["id"] != ids[1] || dlq[0].Values["attempts"] != "4" || dlq[0].Values["error"] != "500 boom" ||
 		dlq[0].Values["group"] != "g" || dlq[0].Values["data"] != "event-001" || dlq[0].Values["original_id"] == "" {
@@ -263,7 +253,7 @@ func TestPoisonEventDeadLettersAndLaterEventsFlow(t *testing.T) {
 	if dlq[1].Values["id"] != ids[3] || dlq[1].Values["attempts"] != "1" {
 		t.Fatalf("dlq[1] (permanent failure, no retry): got %v", dlq[1].Values)
 	}
-	eventually(t, 5*time.Second, "all acknowledged", func() bool {
+	eventually.True(t, 5*time.Second, "all acknowledged", func() bool {
 		return rdb.XPending(context.Background(), Key(topic), "g").Val().Count == 0
 	})
 	var ok []string
@@ -290,7 +280,7 @@ func TestRestartRedeliversOwnPendingFirst(t *testing.T) {
 	later := publishN(t, p, topic, 2)
 	rec := &recorder{}
 	startSub(t, rdb, SubscriptionConfig{Topic: topic, Consumer: "c1"}, rec)
-	eventually(t, 5*time.Second, "5 deliveries", func() bool { return len(rec.deliveries()) >= 5 })
+	eventually.True(t, 5*time.Second, "5 deliveries", func() bool { return len(rec.deliveries()) >= 5 })
 	want := append(ids, later...)
 	for i, d := range rec.deliveries() {
 		if d.Event.ID != want[i] {
@@ -314,13 +304,13 @@ func TestClaimsFromDeadConsumerButNotFromSlowOne(t *testing.T) {
 	slow := &recorder{block: make(chan struct{})}
 	slowSub := startSub(t, rdb, SubscriptionConfig{Topic: topic, Consumer: "slow", ClaimTimeout: time.Second}, slow)
 	second := publishN(t, p, topic, 1)
-	eventually(t, 5*time.Second, "slow consumer holding an entry", func() bool {
+	eventually.True(t, 5*time.Second, "slow consumer holding an entry", func() bool {
 		ext := rdb.XPendingExt(context.Background(), &redis.XPendingExtArgs{Stream: Key(topic), Group: "g", Start: "-", End: "+", Count: 10, Consumer: "slow"}).Val()
 		return len(ext) >= 1
 	})
 	live := &recorder{}
 	startSub(t, rdb, SubscriptionConfig{Topic: topic, Consumer: "live", ClaimTimeout: time.Second}, live)
-	eventually(t, 10*time.Second, "dead consumer's entry claimed and delivered", func() bool {
+	eventually.True(t, 10*time.Second, "dead consumer's entry claimed and delivered", func() bool {
 		for _, d := range live.deliveries() {
 			if d.Event.ID == ids[0] {
 				return true
@@ -337,7 +327,7 @@ func TestClaimsFromDeadConsumerButNotFromSlowOne(t *testing.T) {
 	}
 	close(slow.block)
 	slowSub.stop()
-	eventually(t, 5*time.Second, "all acknowledged", func() bool {
+	eventually.True(t, 5*time.Second, "all acknowledged", func() bool {
 		return rdb.XPending(context.Background(), Key(topic), "g").Val().Count == 0
 	})
 }
@@ -353,7 +343,7 @@ func TestPendingEntryNoLongerInStreamIsAcked(t *testing.T) {
 	rdb.XDel(ctx, Key(topic), msgs[0].Messages[0].ID)
 	rec := &recorder{}
 	sub := startSub(t, rdb, SubscriptionConfig{Topic: topic, Consumer: "c1"}, rec)
-	eventually(t, 5*time.Second, "all acknowledged", func() bool { return rdb.XPending(ctx, Key(topic), "g").Val().Count == 0 })
+	eventually.True(t, 5*time.Second, "all acknowledged", func() bool { return rdb.XPending(ctx, Key(topic), "g").Val().Count == 0 })
 	got := rec.deliveries()
 	if len(got) != 1 || got[0].Event.ID != ids[1] {
 		t.Fatalf("got %d deliveries, want only %s", len(got), ids[1])
@@ -381,9 +371,9 @@ func TestConcurrencyDeliversInParallel(t *testing.T) {
 	})
 	sub := startSub(t, rdb, SubscriptionConfig{Topic: topic, Concurrency: 8}, h)
 	publishN(t, p, topic, 20)
-	eventually(t, 5*time.Second, "8 deliveries in flight at once", func() bool { mu.Lock(); defer mu.Unlock(); return peak == 8 })
+	eventually.True(t, 5*time.Second, "8 deliveries in flight at once", func() bool { mu.Lock(); defer mu.Unlock(); return peak == 8 })
 	close(release)
-	eventually(t, 5*time.Second, "all 20 acknowledged", func() bool {
+	eventually.True(t, 5*time.Second, "all 20 acknowledged", func() bool {
 		return sub.Stats().Delivered == 20 && rdb.XPending(context.Background(), Key(topic), "g").Val().Count == 0
 	})
 	mu.Lock()
@@ -403,14 +393,14 @@ func TestHealsAfterRedisRestartLosesGroup(t *testing.T) {
 	go func() { _ = sub.Run(ctx); close(done) }()
 	defer func() { cancel(); <-done }()
 	publishN(t, p, topic, 3)
-	eventually(t, 5*time.Second, "3 deliveries", func() bool { return len(rec.deliveries()) == 3 })
+	eventually.True(t, 5*time.Second, "3 deliveries", func() bool { return len(rec.deliveries()) == 3 })
 
 	srv.Restart() // empty: stream and group are gone
-	eventually(t, 10*time.Second, "publish after restart", func() bool {
+	eventually.True(t, 10*time.Second, "publish after restart", func() bool {
 		_, err := p.Publish(context.Background(), topic, newEvent("after-restart"))
 		return err == nil
 	})
-	eventually(t, 15*time.Second, "delivery after the group was recreated", func() bool { return len(rec.deliveries()) == 4 })
+	eventually.True(t, 15*time.Second, "delivery after the group was recreated", func() bool { return len(rec.deliveries()) == 4 })
 	if got := string(rec.deliveries()[3].Event.Data); got != "after-restart" {
 		t.Fatalf("got %q, want after-restart", got)
 	}
@@ -468,12 +458,12 @@ func TestEntryReadTooOftenIsDeadLetteredNotLooped(t *testing.T) {
 	}
 	rec := &recorder{}
 	startSub(t, rdb, SubscriptionConfig{Topic: topic, Consumer: "c1", MaxAttempts: 5}, rec)
-	eventually(t, 5*time.Second, "the crash-looping entry dead-lettered", func() bool { return rdb.XLen(ctx, DLQKey(topic)).Val() == 1 })
+	eventually.True(t, 5*time.Second, "the crash-looping entry dead-lettered", func() bool { return rdb.XLen(ctx, DLQKey(topic)).Val() == 1 })
 	dlq := rdb.XRange(ctx, DLQKey(topic), "-", "+").Val()[0].Values
 	if dlq["id"] != ids[0] || !strings.Contains(dlq["error"].(string), "read 7 times") {
 		t.Fatalf("DLQ entry: got %v", dlq)
 	}
-	eventually(t, 5*time.Second, "the next entry delivered", func() bool { return len(rec.deliveries()) == 1 })
+	eventually.True(t, 5*time.Second, "the next entry delivered", func() bool { return len(rec.deliveries()) == 1 })
 	if d := rec.deliveries()[0]; d.Event.ID != ids[1] || d.Attempt != 1 {
 		t.Fatalf("got %s attempt %d, want %s attempt 1 (the crash-looping one never reaches the webhook)", d.Event.ID, d.Attempt, ids[1])
 	}
@@ -487,7 +477,7 @@ func TestRedeliveryAfterRestartContinuesAttemptCount(t *testing.T) {
 	rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "g", Consumer: "c1", Streams: []string{Key(topic), ">"}, Count: 1, Block: -1})
 	rec := &recorder{}
 	startSub(t, rdb, SubscriptionConfig{Topic: topic, Consumer: "c1"}, rec)
-	eventually(t, 5*time.Second, "redelivery", func() bool { return len(rec.deliveries()) == 1 })
+	eventually.True(t, 5*time.Second, "redelivery", func() bool { return len(rec.deliveries()) == 1 })
 	if a := rec.deliveries()[0].Attempt; a != 2 {
 		t.Fatalf("attempt after a restart: got %d, want 2", a)
 	}
