@@ -196,7 +196,11 @@ func (s *Subscriber) Run(ctx context.Context) error {
 				if !ok {
 					return
 				}
-				s.process(ctx, dctx, j, acks)
+				// Stopping: entries read ahead but not started stay pending
+				// for the next start; only deliveries under way finish.
+				if ctx.Err() == nil {
+					s.process(ctx, dctx, j, acks)
+				}
 				s.inflight.remove(j.id)
 				tokens <- struct{}{}
 			}
