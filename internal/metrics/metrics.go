@@ -101,6 +101,13 @@ func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
 }
 
+// maxTopics bounds the topic label: publishers choose topic names, and every
+// new one would otherwise add series to every scrape forever.
+const maxTopics = 1000
+
+// OtherTopic is the topic label of publishes past the first maxTopics topics.
+const OtherTopic = "_other"
+
 // Published records one publish: outcome is stream, spooled or rejected.
 func (m *Metrics) Published(topic, outcome string, d time.Duration) {
 	k := pubKey{topic, outcome}
@@ -110,8 +117,13 @@ func (m *Metrics) Published(topic, outcome string, d time.Duration) {
 	if c == nil {
 		m.mu.Lock()
 		if c = m.published[k]; c == nil {
-			c = &pubCount{counter: m.publishedVec.WithLabelValues(topic, outcome), latency: m.publishLatency.WithLabelValues(outcome)}
-			m.published[k] = c
+			if len(m.published) >= maxTopics*3 { // three outcomes per topic
+				k.topic = OtherTopic
+			}
+			if c = m.published[k]; c == nil {
+				c = &pubCount{counter: m.publishedVec.WithLabelValues(k.topic, outcome), latency: m.publishLatency.WithLabelValues(outcome)}
+				m.published[k] = c
+			}
 		}
 		m.mu.Unlock()
 	}

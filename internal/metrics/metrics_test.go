@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"fmt"
 	"io"
 	"net/http/httptest"
 	"strings"
@@ -43,5 +44,24 @@ func TestMetricsExposition(t *testing.T) {
 	}
 	if f := m.FallbackCounts(); f["delivered"] != 1 {
 		t.Fatalf("fallback counts: got %v", f)
+	}
+}
+
+func TestTopicLabelIsBounded(t *testing.T) {
+	m := New()
+	for i := range maxTopics * 4 {
+		for _, o := range []string{"stream", "spooled", "rejected"} {
+			m.Published(fmt.Sprintf("topic.%d", i), o, time.Millisecond)
+		}
+	}
+	counts := m.TopicCounts()
+	if len(counts) > maxTopics+1 {
+		t.Fatalf("got %d topic label values, want at most %d", len(counts), maxTopics+1)
+	}
+	if counts[OtherTopic]["stream"] != maxTopics*3 {
+		t.Fatalf("publishes past the bound: got %v, want %d under %s", counts[OtherTopic], maxTopics*3, OtherTopic)
+	}
+	if counts["topic.0"]["stream"] != 1 {
+		t.Fatal("an early topic lost its own label")
 	}
 }
