@@ -224,6 +224,9 @@ func (s *Subscriber) Run(ctx context.Context) error {
 // readAhead is the minimum number of entries read ahead of the workers.
 const readAhead = 16
 
+// claimPoll is the longest XREADGROUP block while a claim scan is unfinished.
+const claimPoll = 50 * time.Millisecond
+
 // read fetches entries and dispatches them until ctx is done. Redis errors
 // back off; a lost group (NOGROUP: Redis restarted empty) is recreated.
 func (s *Subscriber) read(ctx context.Context, jobs chan<- job, tokens chan struct{}) {
@@ -287,7 +290,13 @@ func (s *Subscriber) read(ctx context.Context, jobs chan<- job, tokens chan stru
 			}
 		default:
 			op = "xreadgroup"
-			msgs, err = s.readGroup(ctx, key, ">", n, s.cfg.Block)
+			block := s.cfg.Block
+			if claimCursor != "0-0" {
+				// A claim scan is under way and waits only for a worker to be
+				// free: do not park on new entries for the full block.
+				block = min(block, claimPoll)
+			}
+			msgs, err = s.readGroup(ctx, key, ">", n, block)
 		}
 		if err != nil {
 			release(tokens, n)
