@@ -1,9 +1,13 @@
 package httpbridge
 
 import (
+	"bytes"
 	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
+
+	"github.com/rs/zerolog"
 
 	"github.com/fogis-sidecar/sidecar/internal/event"
 )
@@ -27,5 +31,18 @@ func BenchmarkSetHeaders(b *testing.B) {
 	for b.Loop() {
 		h := make(http.Header, 16)
 		SetHeaders(h, "match.updated", 1, ev, key, now)
+	}
+}
+
+// BenchmarkPublishHandler is the API's work per publish, without the
+// network and with a publisher that does nothing.
+func BenchmarkPublishHandler(b *testing.B) {
+	h := NewAPI(APIConfig{Service: "processor", MaxBody: 1 << 20}, &fakePublisher{discard: true}, nil, http.NotFoundHandler(), zerolog.Nop())
+	body := bytes.Repeat([]byte("x"), 1024)
+	b.ReportAllocs()
+	for b.Loop() {
+		req := httptest.NewRequest(http.MethodPost, "/v1/publish/match.updated", bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		h.ServeHTTP(httptest.NewRecorder(), req)
 	}
 }
