@@ -107,11 +107,7 @@ func TestSubscriberDownWhilePublishingGetsEverything(t *testing.T) {
 		sent = append(sent, pub.mustPublish(topic, body(i)).ID)
 	}
 	sub.restart()
-	eventually.True(t, 30*time.Second, "all 200", func() bool { return rc.count() >= 200 })
-	time.Sleep(200 * time.Millisecond)
-	if got := ids(rc.all()); fmt.Sprint(got) != fmt.Sprint(sent) {
-		t.Fatalf("got %d deliveries, want the 200 published, in order, once each", len(got))
-	}
+	exactlyOnceInOrder(t, rc, sent)
 }
 
 func TestKill9MidDeliveryLosesNothing(t *testing.T) {
@@ -126,13 +122,7 @@ func TestKill9MidDeliveryLosesNothing(t *testing.T) {
 	sub.kill()
 	atKill := rc.count()
 	sub.restart()
-	eventually.True(t, 60*time.Second, "every event delivered", func() bool {
-		seen := map[string]bool{}
-		for _, id := range ids(rc.all()) {
-			seen[id] = true
-		}
-		return len(seen) == n
-	})
+	eventually.True(t, 60*time.Second, "every event delivered", func() bool { return rc.distinct() == n })
 	time.Sleep(200 * time.Millisecond)
 	got := ids(rc.all())
 	dups := len(got) - n
@@ -311,13 +301,7 @@ func TestTwoReplicasShareTheGroupAndClaimFromADeadOne(t *testing.T) {
 	eventually.True(t, 20*time.Second, "deliveries under way on both replicas", func() bool { return rc.count() >= 40 })
 	a.kill() // its read-ahead and in-flight entries are now stranded in its pending list
 	killed := time.Now()
-	eventually.True(t, 30*time.Second, "every event delivered", func() bool {
-		seen := map[string]bool{}
-		for _, id := range ids(rc.all()) {
-			seen[id] = true
-		}
-		return len(seen) == n
-	})
+	eventually.True(t, 30*time.Second, "every event delivered", func() bool { return rc.distinct() == n })
 	time.Sleep(300 * time.Millisecond)
 	got := ids(rc.all())
 	for _, id := range got {

@@ -300,6 +300,15 @@ func (rc *receiver) all() []received {
 	return append([]received(nil), rc.got...)
 }
 
+// distinct is how many different events (webhook-ids) arrived.
+func (rc *receiver) distinct() int {
+	seen := map[string]bool{}
+	for _, id := range ids(rc.all()) {
+		seen[id] = true
+	}
+	return len(seen)
+}
+
 func (rc *receiver) count() int { rc.mu.Lock(); defer rc.mu.Unlock(); return len(rc.got) }
 
 // ids returns the webhook-id of each request, in arrival order.
