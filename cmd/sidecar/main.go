@@ -298,7 +298,7 @@ func newSubscriptions(cfg *config.Config, rdb redis.UniversalClient, secret []by
 		subs = append(subs, stream.NewSubscriber(rdb, stream.SubscriptionConfig{
 			Topic: sc.Topic, Group: sc.Group, Consumer: cfg.Consumer,
 			StartLatest: sc.Start == config.StartLatest, Concurrency: sc.Concurrency,
-			MaxAttempts: sc.MaxAttempts, Backoff: policy,
+			RetryFor: sc.RetryFor, MaxAttempts: sc.MaxAttempts, Backoff: policy,
 			ClaimTimeout: cfg.ClaimTimeout, Grace: cfg.ShutdownGrace, DLQMaxLen: cfg.Retention.MaxLen, Observer: obs,
 		}, handler, log))
 		targets = append(targets, inbox.Target{

@@ -66,6 +66,10 @@ type Subscription struct {
 	Start       string // earliest | latest
 	Concurrency int
 	Timeout     time.Duration
+	// RetryFor is how long retriable failures are retried, from the first
+	// attempt; then the event is dead-lettered. The default horizon.
+	RetryFor time.Duration
+	// MaxAttempts caps attempts as well; 0 = no count limit (RetryFor decides).
 	MaxAttempts int
 	Backoff     Backoff
 }
@@ -80,7 +84,8 @@ type Backoff struct {
 const (
 	DefaultConcurrency    = 1
 	DefaultTimeout        = 10 * time.Second
-	DefaultMaxAttempts    = 10
+	DefaultRetryFor       = 24 * time.Hour
+	DefaultMaxAttempts    = 0 // no count limit: a webhook down for hours dead-letters nothing
 	DefaultBackoffInitial = 500 * time.Millisecond
 	DefaultBackoffMax     = time.Minute
 	StartEarliest         = "earliest"
@@ -181,7 +186,7 @@ func defaults(hostname string) *Config {
 func DefaultSubscription(topic, url string) Subscription {
 	return Subscription{
 		Topic: topic, URL: url, Start: StartEarliest,
-		Concurrency: DefaultConcurrency, Timeout: DefaultTimeout, MaxAttempts: DefaultMaxAttempts,
+		Concurrency: DefaultConcurrency, Timeout: DefaultTimeout, RetryFor: DefaultRetryFor, MaxAttempts: DefaultMaxAttempts,
 		Backoff: Backoff{Initial: DefaultBackoffInitial, Max: DefaultBackoffMax},
 	}
 }
@@ -313,8 +318,11 @@ func (c *Config) Validate() error {
 		if s.Timeout <= 0 {
 			bad(name+".timeout", "must be a positive duration")
 		}
-		if s.MaxAttempts < 1 {
-			bad(name+".max_attempts", "must be at least 1")
+		if s.MaxAttempts < 0 {
+			bad(name+".max_attempts", "must be 0 (no count limit) or more")
+		}
+		if s.RetryFor <= 0 {
+			bad(name+".retry_for", "must be a positive duration (default 24h)")
 		}
 		if s.Backoff.Initial <= 0 || s.Backoff.Max < s.Backoff.Initial {
 			bad(name+".backoff", "need 0 < initial (%v) <= max (%v)", s.Backoff.Initial, s.Backoff.Max)

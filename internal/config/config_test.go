@@ -83,6 +83,7 @@ subscriptions:
     start: latest
     concurrency: 4
     timeout: 2s
+    retry_for: 90m
     max_attempts: 3
     backoff: {initial: 10ms, max: 1s}
   - topic: other
@@ -99,12 +100,14 @@ subscriptions:
 	}
 	s := c.Subscriptions[0]
 	want := Subscription{Topic: "match.updated", URL: "http://127.0.0.1:5003/manual-sync", Group: "calendar",
-		Start: "latest", Concurrency: 4, Timeout: 2 * time.Second, MaxAttempts: 3,
+		Start: "latest", Concurrency: 4, Timeout: 2 * time.Second, RetryFor: 90 * time.Minute, MaxAttempts: 3,
 		Backoff: Backoff{Initial: 10 * time.Millisecond, Max: time.Second}}
 	if s != want {
 		t.Fatalf("got %+v, want %+v", s, want)
 	}
-	if g := c.Subscriptions[1]; g.Group != "audit" || g.Concurrency != 1 || g.MaxAttempts != 10 || g.Start != "earliest" {
+	if g := c.Subscriptions[1]; g.Group != "audit" || g.Concurrency != 1 || g.MaxAttempts != 0 || g.RetryFor != 24*time.Hour || g.Start != "earliest" {
+		// The default horizon is time, not a count: a webhook down for
+		// minutes or hours must not dead-letter anything.
 		t.Fatalf("second subscription defaults: got %+v", g)
 	}
 	if len(c.Routes) != 1 || c.Routes[0] != (Route{Path: "/sync", Topic: "match.updated", Fallback: "http://calendar-sidecar:7700/v1/inbox/match.updated"}) {

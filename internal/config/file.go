@@ -56,6 +56,7 @@ type fileSubscription struct {
 	Start       string  `yaml:"start"`
 	Concurrency *int    `yaml:"concurrency"`
 	Timeout     *string `yaml:"timeout"`
+	RetryFor    *string `yaml:"retry_for"`
 	MaxAttempts *int    `yaml:"max_attempts"`
 	Backoff     struct {
 		Initial *string `yaml:"initial"`
@@ -127,6 +128,7 @@ func (fs fileSubscription) toSubscription() (Subscription, error) {
 		dst *time.Duration
 	}{
 		"timeout":         {fs.Timeout, &s.Timeout},
+		"retry_for":       {fs.RetryFor, &s.RetryFor},
 		"backoff.initial": {fs.Backoff.Initial, &s.Backoff.Initial},
 		"backoff.max":     {fs.Backoff.Max, &s.Backoff.Max},
 	} {

@@ -196,7 +196,8 @@ Subscriptions in YAML (all keys but topic and url optional):
       start: earliest          # earliest | latest (where a new group starts)
       concurrency: 1           # in-flight deliveries; 1 = strict stream order
       timeout: 10s             # per delivery attempt
-      max_attempts: 10         # then dead-letter
+      retry_for: 24h           # retriable failures retried this long, then dead-letter
+      max_attempts: 0          # 0 = no count limit (retry_for decides)
       backoff: {initial: 500ms, max: 1m}
 `)
 	return b.String()

@@ -45,13 +45,17 @@ func (s *Subscriber) process(ctx, dctx context.Context, j job, acks chan<- strin
 	// from another replica) continues its attempt count, at least one
 	// attempt per earlier read.
 	first := int(max(j.reads, 1))
-	if first > s.cfg.MaxAttempts {
+	if s.cfg.MaxAttempts > 0 && first > s.cfg.MaxAttempts {
 		cause := fmt.Errorf("read %d times without being acknowledged (max_attempts %d): its deliveries keep being interrupted", j.reads, s.cfg.MaxAttempts)
 		obs.Attempt(s.cfg.Topic, s.cfg.Group, "dead_lettered", 0)
 		s.setLastError(cause)
 		s.deadLetter(dctx, j, ev, cause, int(j.reads)-1)
 		return
 	}
+	// The retry horizon runs from the first attempt this process makes: a
+	// restart starts it afresh, which can only mean more retrying, never an
+	// early dead letter.
+	began := time.Now()
 	for attempt := first; ; attempt++ {
 		start := time.Now()
 		err := s.h.Handle(dctx, Delivery{Topic: s.cfg.Topic, StreamID: j.id, Attempt: attempt, Event: ev})
@@ -71,22 +75,48 @@ func (s *Subscriber) process(ctx, dctx context.Context, j job, acks chan<- strin
 			return // shutting down past the grace period: stays pending
 		}
 		s.setLastError(err)
-		if isPermanent(err) || attempt >= s.cfg.MaxAttempts {
-			obs.Attempt(s.cfg.Topic, s.cfg.Group, "dead_lettered", took)
-			s.deadLetter(dctx, j, ev, err, attempt)
-			return
-		}
-		obs.Attempt(s.cfg.Topic, s.cfg.Group, "retried", took)
-		s.retried.Add(1)
 		wait := retryAfter(err)
 		if wait <= 0 {
 			wait = s.cfg.Backoff.Delay(attempt)
 		}
+		elapsed := time.Since(began)
+		if isPermanent(err) || s.exhausted(attempt, elapsed) {
+			if !isPermanent(err) {
+				err = fmt.Errorf("%w (gave up after %d attempts over %v: %s)", err, attempt, elapsed.Round(time.Millisecond), s.horizon())
+			}
+			obs.Attempt(s.cfg.Topic, s.cfg.Group, "dead_lettered", took)
+			s.deadLetter(dctx, j, ev, err, attempt)
+			return
+		}
+		if s.cfg.RetryFor > 0 && elapsed+wait > s.cfg.RetryFor {
+			wait = s.cfg.RetryFor - elapsed // the last try comes at the horizon, not before it
+		}
+		obs.Attempt(s.cfg.Topic, s.cfg.Group, "retried", took)
+		s.retried.Add(1)
 		s.log.Debug().Str("stream_id", j.id).Str("event_id", ev.ID).Err(err).Int("attempt", attempt).Dur("wait", wait).Msg("delivery failed; will retry")
 		if !backoff.Sleep(ctx, wait) {
 			return // stopping: stays pending, delivered again after restart
 		}
 	}
+}
+
+// exhausted reports whether an entry that failed its attempt-th try,
+// elapsed after its first, is out of retries: max_attempts reached (when
+// set) or retry_for passed (when set).
+func (s *Subscriber) exhausted(attempt int, elapsed time.Duration) bool {
+	return (s.cfg.MaxAttempts > 0 && attempt >= s.cfg.MaxAttempts) ||
+		(s.cfg.RetryFor > 0 && elapsed >= s.cfg.RetryFor)
+}
+
+// horizon describes the retry limits, for a dead letter's error.
+func (s *Subscriber) horizon() string {
+	switch {
+	case s.cfg.MaxAttempts > 0 && s.cfg.RetryFor > 0:
+		return fmt.Sprintf("max_attempts %d, retry_for %v", s.cfg.MaxAttempts, s.cfg.RetryFor)
+	case s.cfg.MaxAttempts > 0:
+		return fmt.Sprintf("max_attempts %d", s.cfg.MaxAttempts)
+	}
+	return fmt.Sprintf("retry_for %v", s.cfg.RetryFor)
 }
 
 // ackQueue bounds acknowledgements waiting for the acker.

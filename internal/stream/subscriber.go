@@ -38,7 +38,11 @@ type SubscriptionConfig struct {
 	Consumer     string
 	StartLatest  bool           // where a new group starts: "$" instead of "0"
 	Concurrency  int            // deliveries in flight; 1 = stream order
-	MaxAttempts  int            // then dead-letter
+	// RetryFor is how long retriable failures of one entry are retried,
+	// from its first attempt in this process; then it is dead-lettered.
+	// 0 = forever (until MaxAttempts, if set).
+	RetryFor    time.Duration
+	MaxAttempts int // also dead-letter after this many attempts; 0 = no count limit
 	Backoff      backoff.Policy // between delivery attempts
 	ClaimTimeout time.Duration  // idle time after which another consumer's entry is claimed
 	Grace        time.Duration  // on stop, how long in-flight deliveries may finish
@@ -114,8 +118,8 @@ func NewSubscriber(rdb redis.UniversalClient, cfg SubscriptionConfig, h Handler,
 	if cfg.Concurrency < 1 {
 		cfg.Concurrency = 1
 	}
-	if cfg.MaxAttempts < 1 {
-		cfg.MaxAttempts = 1
+	if cfg.MaxAttempts < 0 {
+		cfg.MaxAttempts = 0
 	}
 	if cfg.Block <= 0 {
 		cfg.Block = 2 * time.Second
