@@ -33,16 +33,16 @@ type Handler interface {
 
 // SubscriptionConfig says what a Subscriber reads and how it retries.
 type SubscriptionConfig struct {
-	Topic        string
-	Group        string
-	Consumer     string
-	StartLatest  bool           // where a new group starts: "$" instead of "0"
-	Concurrency  int            // deliveries in flight; 1 = stream order
+	Topic       string
+	Group       string
+	Consumer    string
+	StartLatest bool // where a new group starts: "$" instead of "0"
+	Concurrency int  // deliveries in flight; 1 = stream order
 	// RetryFor is how long retriable failures of one entry are retried,
 	// from its first attempt in this process; then it is dead-lettered.
 	// 0 = forever (until MaxAttempts, if set).
-	RetryFor    time.Duration
-	MaxAttempts int // also dead-letter after this many attempts; 0 = no count limit
+	RetryFor     time.Duration
+	MaxAttempts  int            // also dead-letter after this many attempts; 0 = no count limit
 	Backoff      backoff.Policy // between delivery attempts
 	ClaimTimeout time.Duration  // idle time after which another consumer's entry is claimed
 	Grace        time.Duration  // on stop, how long in-flight deliveries may finish
