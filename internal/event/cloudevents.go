@@ -27,7 +27,7 @@ func IsStructuredCloudEvent(contentType string) bool {
 type structuredCE struct {
 	SpecVersion     string          `json:"specversion"`
 	ID              string          `json:"id"`
-	Source          string          `json:"source"`
+	Source          *string         `json:"source"` // nil = absent: the default applies
 	Type            string          `json:"type"`
 	Subject         string          `json:"subject"`
 	Time            string          `json:"time"`
@@ -38,8 +38,10 @@ type structuredCE struct {
 }
 
 // ParseStructuredCloudEvent turns a structured-mode CloudEvent (JSON format)
-// into an Event. id, type and specversion are required; source defaults to
-// defaultSource; time defaults to now.
+// into an Event. id, type and specversion ("1.0") are required; source,
+// when present, must be a non-empty URI-reference (absent, it defaults to
+// defaultSource); time defaults to now. Attributes that become delivery
+// headers must be sendable as HTTP header values.
 func ParseStructuredCloudEvent(body []byte, defaultSource string, now time.Time) (*Event, error) {
 	var ce structuredCE
 	dec := json.NewDecoder(bytes.NewReader(body))
@@ -56,22 +58,20 @@ func ParseStructuredCloudEvent(body []byte, defaultSource string, now time.Time)
 	case ce.Type == "":
 		return nil, fmt.Errorf("%w: type is required", ErrMalformedCloudEvent)
 	}
-	for name, v := range map[string]string{"id": ce.ID, "type": ce.Type} {
-		if err := ValidateAttr(name, v); err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrMalformedCloudEvent, err)
-		}
+	if err := validateStructured(&ce); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformedCloudEvent, err)
 	}
 	e := &Event{
 		ID:          ce.ID,
-		Source:      ce.Source,
+		Source:      defaultSource,
 		Type:        ce.Type,
 		Subject:     ce.Subject,
 		TraceParent: ce.TraceParent,
 		ContentType: ce.DataContentType,
 		Time:        now,
 	}
-	if e.Source == "" {
-		e.Source = defaultSource
+	if ce.Source != nil {
+		e.Source = *ce.Source
 	}
 	if ce.Time != "" {
 		t, err := time.Parse(time.RFC3339Nano, ce.Time)
@@ -113,6 +113,37 @@ func ParseStructuredCloudEvent(body []byte, defaultSource string, now time.Time)
 		}
 	}
 	return e, nil
+}
+
+// validateStructured checks every attribute that becomes a delivery header
+// (ce-id, ce-source, ce-type, ce-subject, Content-Type, traceparent): an
+// event accepted with a value net/http cannot send would fail every
+// delivery attempt and hold its topic.
+func validateStructured(ce *structuredCE) error {
+	for _, a := range []struct{ name, v string }{{"id", ce.ID}, {"type", ce.Type}} {
+		if err := ValidateAttr(a.name, a.v); err != nil {
+			return err
+		}
+	}
+	if ce.Source != nil {
+		if err := ValidateSource(*ce.Source); err != nil {
+			return err
+		}
+	}
+	if err := ValidateHeaderValue("subject", ce.Subject); err != nil {
+		return err
+	}
+	if ce.DataContentType != "" {
+		if err := ValidateContentType("datacontenttype", ce.DataContentType); err != nil {
+			return err
+		}
+	}
+	if ce.TraceParent != "" {
+		if err := ValidateAttr("traceparent", ce.TraceParent); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func isJSONType(contentType string) bool {

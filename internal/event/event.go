@@ -5,6 +5,8 @@ package event
 import (
 	"errors"
 	"fmt"
+	"mime"
+	"net/url"
 	"regexp"
 	"strings"
 	"time"
@@ -83,8 +85,82 @@ func ValidateAttr(name, v string) error {
 	if len(v) > maxAttrLen {
 		return fmt.Errorf("%s is %d bytes; at most %d", name, len(v), maxAttrLen)
 	}
+	if err := ValidateHeaderValue(name, v); err != nil {
+		return err
+	}
 	if strings.IndexFunc(v, func(r rune) bool { return !unicode.IsPrint(r) }) >= 0 {
 		return fmt.Errorf("%s must be printable text", name)
+	}
+	return nil
+}
+
+// ValidateHeaderValue refuses a value that net/http would refuse to send as
+// a header value: a control character other than tab (CR and LF included),
+// or DEL. Every attribute that becomes a delivery header passes here at
+// publish, so an event that can never be delivered is never accepted.
+func ValidateHeaderValue(name, v string) error {
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; (c < 0x20 && c != '\t') || c == 0x7f {
+			return fmt.Errorf("%s contains control character %#02x at byte %d; it cannot be sent as an HTTP header", name, c, i)
+		}
+	}
+	return nil
+}
+
+// ValidateSource checks an event source: a non-empty URI-reference
+// (CloudEvents) that can be sent as the ce-source header.
+func ValidateSource(v string) error {
+	if v == "" {
+		return errors.New("source must be a non-empty URI-reference")
+	}
+	if err := ValidateHeaderValue("source", v); err != nil {
+		return err
+	}
+	if _, err := url.Parse(v); err != nil {
+		return fmt.Errorf("source %q is not a URI-reference: %v", v, err)
+	}
+	return nil
+}
+
+// ValidateContentType checks a media type (Content-Type, CloudEvents
+// datacontenttype): it must parse as type/subtype with well-formed
+// parameters, and be sendable as the Content-Type header.
+func ValidateContentType(name, v string) error {
+	if err := ValidateHeaderValue(name, v); err != nil {
+		return err
+	}
+	mt, _, err := mime.ParseMediaType(v)
+	if err != nil {
+		return fmt.Errorf("%s %q is not a media type: %v", name, v, err)
+	}
+	if !strings.Contains(mt, "/") {
+		return fmt.Errorf("%s %q is not a media type: want type/subtype", name, v)
+	}
+	return nil
+}
+
+// Validate checks every attribute that becomes an HTTP header on delivery
+// (ce-id, ce-source, ce-type, ce-subject, Content-Type, traceparent) and the
+// idempotency key, so that an accepted event can always be delivered.
+func (e *Event) Validate() error {
+	if err := ValidateAttr("id", e.ID); err != nil {
+		return err
+	}
+	if err := ValidateSource(e.Source); err != nil {
+		return err
+	}
+	if err := ValidateAttr("type", e.Type); err != nil {
+		return err
+	}
+	if err := ValidateContentType("content type", e.ContentType); err != nil {
+		return err
+	}
+	for _, a := range []struct{ name, v string }{
+		{"subject", e.Subject}, {"traceparent", e.TraceParent}, {"idempotency key", e.IdempotencyKey},
+	} {
+		if err := ValidateHeaderValue(a.name, a.v); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -2,6 +2,8 @@ package event
 
 import (
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -102,6 +104,21 @@ func TestParseStructuredCloudEvent(t *testing.T) {
 		{name: "not json", body: `nope`, wantErr: "malformed"},
 		{name: "bad time", body: `{"specversion":"1.0","id":"x","type":"t","time":"yesterday"}`, wantErr: "RFC 3339"},
 		{name: "both data", body: `{"specversion":"1.0","id":"x","type":"t","data":1,"data_base64":"AA=="}`, wantErr: "mutually exclusive"},
+		// Every attribute that becomes a delivery header must be sendable.
+		{name: "URI source", body: `{"specversion":"1.0","id":"e1","type":"t","source":"https://fogis.example/processor#x"}`, wantData: "", wantCT: DefaultContentType, wantSource: "https://fogis.example/processor#x"},
+		{name: "null source", body: `{"specversion":"1.0","id":"e1","type":"t","source":null}`, wantData: "", wantCT: DefaultContentType, wantSource: "svc"},
+		{name: "media type with parameters", body: `{"specversion":"1.0","id":"e1","type":"t","datacontenttype":"text/plain; charset=utf-8","data":"hi"}`, wantData: "hi", wantCT: "text/plain; charset=utf-8", wantSource: "svc"},
+		{name: "CR LF in source", body: `{"specversion":"1.0","id":"x","type":"t","source":"a\r\nX-Evil: 1"}`, wantErr: "source contains control character 0x0d"},
+		{name: "empty source", body: `{"specversion":"1.0","id":"x","type":"t","source":""}`, wantErr: "source must be a non-empty URI-reference"},
+		{name: "source not a URI-reference", body: `{"specversion":"1.0","id":"x","type":"t","source":"%zz"}`, wantErr: "not a URI-reference"},
+		{name: "control char in subject", body: `{"specversion":"1.0","id":"x","type":"t","subject":"m/\u0001"}`, wantErr: "subject contains control character 0x01"},
+		{name: "DEL in subject", body: `{"specversion":"1.0","id":"x","type":"t","subject":"m\u007f"}`, wantErr: "subject contains control character 0x7f"},
+		{name: "LF in id", body: `{"specversion":"1.0","id":"x\n","type":"t"}`, wantErr: "id contains control character 0x0a"},
+		{name: "NUL in type", body: `{"specversion":"1.0","id":"x","type":"t\u0000"}`, wantErr: "type contains control character 0x00"},
+		{name: "bad datacontenttype", body: `{"specversion":"1.0","id":"x","type":"t","datacontenttype":"not a media type","data":"x"}`, wantErr: "datacontenttype \"not a media type\" is not a media type"},
+		{name: "datacontenttype without subtype", body: `{"specversion":"1.0","id":"x","type":"t","datacontenttype":"json","data":"x"}`, wantErr: "want type/subtype"},
+		{name: "CR in datacontenttype", body: `{"specversion":"1.0","id":"x","type":"t","datacontenttype":"text/plain\r","data":"x"}`, wantErr: "datacontenttype contains control character 0x0d"},
+		{name: "control char in traceparent", body: `{"specversion":"1.0","id":"x","type":"t","traceparent":"00-\u001f"}`, wantErr: "traceparent contains control character 0x1f"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e, err := ParseStructuredCloudEvent([]byte(tc.body), "svc", now)
@@ -119,6 +136,9 @@ func TestParseStructuredCloudEvent(t *testing.T) {
 			}
 			if e.ID != "e1" || e.Type != "t" || !e.Time.Equal(now) {
 				t.Fatalf("got id %q type %q time %v", e.ID, e.Type, e.Time)
+			}
+			if err := e.Validate(); err != nil {
+				t.Fatalf("an accepted event fails Validate: %v", err)
 			}
 		})
 	}
@@ -147,5 +167,78 @@ func TestBinaryRoundTrip(t *testing.T) {
 	}
 	if _, _, err := DecodeBinary(append(b, 0)); err == nil {
 		t.Fatal("trailing byte: got nil error")
+	}
+}
+
+// TestValidateHeaderValueMatchesNetHTTP sends every byte, inside a header
+// value, through a real http.Transport: ValidateHeaderValue must accept
+// exactly what net/http sends, so an accepted event is always deliverable.
+func TestValidateHeaderValueMatchesNetHTTP(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer srv.Close()
+	refused := 0
+	for b := 0; b < 256; b++ {
+		v := "a" + string([]byte{byte(b)}) + "b"
+		req, _ := http.NewRequest(http.MethodPost, srv.URL, nil)
+		req.Header["Ce-Subject"] = []string{v}
+		resp, sendErr := srv.Client().Do(req)
+		if resp != nil {
+			resp.Body.Close()
+		}
+		err := ValidateHeaderValue("subject", v)
+		if (err == nil) != (sendErr == nil) {
+			t.Errorf("byte %#02x: ValidateHeaderValue err %v, net/http send err %v; want both nil or both non-nil", b, err, sendErr)
+		}
+		if err != nil {
+			refused++
+		}
+	}
+	if refused != 32 { // 0x00-0x1f except tab, and 0x7f
+		t.Errorf("refused %d byte values, want 32", refused)
+	}
+}
+
+func TestEventValidate(t *testing.T) {
+	valid := func() *Event {
+		return &Event{ID: "01ABC", Source: "processor", Type: "match_updates", ContentType: "application/json",
+			Subject: "match/7", TraceParent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", IdempotencyKey: "k-1"}
+	}
+	for _, tc := range []struct {
+		name    string
+		mutate  func(e *Event)
+		wantErr string
+	}{
+		{name: "valid", mutate: func(e *Event) {}},
+		{name: "URI source", mutate: func(e *Event) { e.Source = "urn:fogis:processor" }},
+		{name: "tab in subject", mutate: func(e *Event) { e.Subject = "a\tb" }},
+		{name: "UTF-8 subject", mutate: func(e *Event) { e.Subject = "Ullevi \u00e5\u00e4\u00f6" }},
+		{name: "empty id", mutate: func(e *Event) { e.ID = "" }, wantErr: "id must not be empty"},
+		{name: "CR LF in id", mutate: func(e *Event) { e.ID = "a\r\nb" }, wantErr: "id contains control character 0x0d"},
+		{name: "empty source", mutate: func(e *Event) { e.Source = "" }, wantErr: "source must be a non-empty"},
+		{name: "CR LF in source", mutate: func(e *Event) { e.Source = "a\r\nb" }, wantErr: "source contains control character"},
+		{name: "bad escape in source", mutate: func(e *Event) { e.Source = "%zz" }, wantErr: "not a URI-reference"},
+		{name: "NUL in type", mutate: func(e *Event) { e.Type = "t\x00" }, wantErr: "type contains control character 0x00"},
+		{name: "control char in subject", mutate: func(e *Event) { e.Subject = "\x01" }, wantErr: "subject contains control character 0x01"},
+		{name: "DEL in traceparent", mutate: func(e *Event) { e.TraceParent = "00\x7f" }, wantErr: "traceparent contains control character 0x7f"},
+		{name: "LF in idempotency key", mutate: func(e *Event) { e.IdempotencyKey = "k\n" }, wantErr: "idempotency key contains control character 0x0a"},
+		{name: "content type not a media type", mutate: func(e *Event) { e.ContentType = "not a media type" }, wantErr: "is not a media type"},
+		{name: "content type without subtype", mutate: func(e *Event) { e.ContentType = "json" }, wantErr: "want type/subtype"},
+		{name: "content type bad parameter", mutate: func(e *Event) { e.ContentType = "text/plain; charset" }, wantErr: "is not a media type"},
+		{name: "empty content type", mutate: func(e *Event) { e.ContentType = "" }, wantErr: "is not a media type"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := valid()
+			tc.mutate(e)
+			err := e.Validate()
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatalf("got %v, want nil", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("got %v, want an error containing %q", err, tc.wantErr)
+			}
+		})
 	}
 }

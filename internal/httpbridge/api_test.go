@@ -60,6 +60,7 @@ func do(h http.Handler, method, path, body string, headers map[string]string) *h
 }
 
 func TestPublishResponses(t *testing.T) {
+	ce := map[string]string{"Content-Type": "application/cloudevents+json"}
 	for _, tc := range []struct {
 		name       string
 		path, body string
@@ -74,6 +75,27 @@ func TestPublishResponses(t *testing.T) {
 		{name: "exactly the limit", path: "/v1/publish/t", body: strings.Repeat("x", 256), wantStatus: 202},
 		{name: "cloudevent missing id", path: "/v1/publish/t", body: `{"specversion":"1.0","type":"x"}`, headers: map[string]string{"Content-Type": "application/cloudevents+json"}, wantStatus: 400, wantCode: "malformed_cloudevent"},
 		{name: "bad ce-id", path: "/v1/publish/t", body: "x", headers: map[string]string{"ce-id": strings.Repeat("i", 300)}, wantStatus: 400, wantCode: "invalid_header"},
+		// Attributes that become delivery headers: a value net/http cannot
+		// send would fail every attempt and hold the topic.
+		{name: "cloudevent CR LF in source", path: "/v1/publish/t", body: `{"specversion":"1.0","id":"e","type":"x","source":"a\r\nb"}`, headers: ce, wantStatus: 400, wantCode: "malformed_cloudevent"},
+		{name: "cloudevent empty source", path: "/v1/publish/t", body: `{"specversion":"1.0","id":"e","type":"x","source":""}`, headers: ce, wantStatus: 400, wantCode: "malformed_cloudevent"},
+		{name: "cloudevent source not a URI", path: "/v1/publish/t", body: `{"specversion":"1.0","id":"e","type":"x","source":"%zz"}`, headers: ce, wantStatus: 400, wantCode: "malformed_cloudevent"},
+		{name: "cloudevent control char in subject", path: "/v1/publish/t", body: `{"specversion":"1.0","id":"e","type":"x","subject":"m\u0001"}`, headers: ce, wantStatus: 400, wantCode: "malformed_cloudevent"},
+		{name: "cloudevent DEL in subject", path: "/v1/publish/t", body: `{"specversion":"1.0","id":"e","type":"x","subject":"m\u007f"}`, headers: ce, wantStatus: 400, wantCode: "malformed_cloudevent"},
+		{name: "cloudevent newline in id", path: "/v1/publish/t", body: `{"specversion":"1.0","id":"e\n","type":"x"}`, headers: ce, wantStatus: 400, wantCode: "malformed_cloudevent"},
+		{name: "cloudevent control char in type", path: "/v1/publish/t", body: `{"specversion":"1.0","id":"e","type":"x\u001b"}`, headers: ce, wantStatus: 400, wantCode: "malformed_cloudevent"},
+		{name: "cloudevent bad datacontenttype", path: "/v1/publish/t", body: `{"specversion":"1.0","id":"e","type":"x","datacontenttype":"not a media type","data":"x"}`, headers: ce, wantStatus: 400, wantCode: "malformed_cloudevent"},
+		{name: "cloudevent datacontenttype without subtype", path: "/v1/publish/t", body: `{"specversion":"1.0","id":"e","type":"x","datacontenttype":"json","data":"x"}`, headers: ce, wantStatus: 400, wantCode: "malformed_cloudevent"},
+		{name: "cloudevent CR in datacontenttype", path: "/v1/publish/t", body: `{"specversion":"1.0","id":"e","type":"x","datacontenttype":"text/plain\r","data":"x"}`, headers: ce, wantStatus: 400, wantCode: "malformed_cloudevent"},
+		{name: "cloudevent control char in traceparent", path: "/v1/publish/t", body: `{"specversion":"1.0","id":"e","type":"x","traceparent":"00-\u0000"}`, headers: ce, wantStatus: 400, wantCode: "malformed_cloudevent"},
+		{name: "cloudevent specversion 0.3", path: "/v1/publish/t", body: `{"specversion":"0.3","id":"e","type":"x"}`, headers: ce, wantStatus: 400, wantCode: "malformed_cloudevent"},
+		{name: "cloudevent valid attributes", path: "/v1/publish/t", body: `{"specversion":"1.0","id":"e","type":"x","source":"https://example.com/processor","subject":"match/7\tx","datacontenttype":"application/json; charset=utf-8","data":{}}`, headers: ce, wantStatus: 202},
+		{name: "binary control char in ce-subject", path: "/v1/publish/t", body: "x", headers: map[string]string{"ce-subject": "m\x01"}, wantStatus: 400, wantCode: "invalid_header"},
+		{name: "binary CR in ce-type", path: "/v1/publish/t", body: "x", headers: map[string]string{"ce-type": "a\rb"}, wantStatus: 400, wantCode: "invalid_header"},
+		{name: "binary DEL in Idempotency-Key", path: "/v1/publish/t", body: "x", headers: map[string]string{"Idempotency-Key": "k\x7f"}, wantStatus: 400, wantCode: "invalid_header"},
+		{name: "binary Content-Type not a media type", path: "/v1/publish/t", body: "x", headers: map[string]string{"Content-Type": "not a media type"}, wantStatus: 400, wantCode: "invalid_header"},
+		{name: "binary Content-Type bad parameter", path: "/v1/publish/t", body: "x", headers: map[string]string{"Content-Type": "text/plain; charset"}, wantStatus: 400, wantCode: "invalid_header"},
+		{name: "binary Content-Type with parameters", path: "/v1/publish/t", body: "x", headers: map[string]string{"Content-Type": "text/plain; charset=utf-8"}, wantStatus: 202},
 		{name: "redis down", path: "/v1/publish/t", body: "x", pubErr: errors.New("dial tcp: connection refused"), wantStatus: 503, wantCode: "unavailable"},
 		{name: "spool full", path: "/v1/publish/t", body: "x", pubErr: codedErr("spool_full"), wantStatus: 503, wantCode: "spool_full"},
 		{name: "unknown path", path: "/v1/nope", body: "x", wantStatus: 404, wantCode: "not_found"},

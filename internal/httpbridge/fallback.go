@@ -62,6 +62,18 @@ func (a *api) postFallback(ctx context.Context, url, topic string, ev *event.Eve
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
+	if err := followedRedirect(req, resp); err != nil {
+		a.log.Warn().Err(err).Str("topic", topic).Str("event_id", ev.ID).Msg("fallback redirected")
+		return "failed: redirected to " + resp.Request.URL.String() + " (the client followed it)"
+	}
+	if resp.StatusCode/100 == 3 {
+		loc := resp.Header.Get("Location")
+		a.log.Warn().Int("status", resp.StatusCode).Str("location", loc).Str("topic", topic).Str("event_id", ev.ID).Msg("fallback redirected")
+		if loc == "" {
+			return "failed: answered " + strconv.Itoa(resp.StatusCode) + ", a redirect without Location (not followed)"
+		}
+		return "failed: redirected to " + loc + " (not followed)"
+	}
 	if resp.StatusCode/100 != 2 {
 		a.log.Warn().Int("status", resp.StatusCode).Str("topic", topic).Str("event_id", ev.ID).Msg("fallback refused")
 		return "failed: answered " + strconv.Itoa(resp.StatusCode)
@@ -102,8 +114,13 @@ func (a *api) inbox(w http.ResponseWriter, r *http.Request) {
 	n, err := a.inboxer.Accept(topic, ev)
 	if err != nil {
 		status, code := http.StatusServiceUnavailable, errorCode(err, "unavailable")
-		if code == "no_subscription" {
+		switch code {
+		case "no_subscription":
 			status = http.StatusNotFound
+		case "inbox_full":
+			// Backpressure, not failure: the sender keeps the event in its
+			// spool and the stream copy is delivered when Redis returns.
+			w.Header().Set("Retry-After", "1")
 		}
 		writeError(w, status, code, err.Error())
 		return

@@ -8,6 +8,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -54,7 +55,8 @@ func (e *DeliveryError) Error() string {
 
 func (e *DeliveryError) Unwrap() error { return e.Err }
 
-// Permanent reports whether retrying cannot help (a 4xx other than 408 and 429).
+// Permanent reports whether retrying cannot help: a 4xx other than 408 and
+// 429, or a redirect.
 func (e *DeliveryError) Permanent() bool { return e.permanent }
 
 // RetryAfter is the receiver's Retry-After, if it sent one.
@@ -82,17 +84,47 @@ func (w *Webhook) Deliver(ctx context.Context, topic string, attempt int, ev *ev
 	// (bounded) so the keep-alive connection can be reused.
 	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 256))
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	// A client that followed a redirect hands back the answer of another
+	// URL (for a 301/302, to a body-less GET): that is no acknowledgement.
+	if err := followedRedirect(req, resp); err != nil {
+		return &DeliveryError{Err: err, permanent: true}
+	}
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		return nil
+	}
+	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+		return &DeliveryError{Status: resp.StatusCode, Err: redirectError(resp), permanent: true}
 	}
 	de := &DeliveryError{Status: resp.StatusCode, Err: fmt.Errorf("%q", strings.TrimSpace(string(snippet)))}
 	switch {
 	case resp.StatusCode == http.StatusRequestTimeout, resp.StatusCode == http.StatusTooManyRequests, resp.StatusCode >= 500:
 		de.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), now())
 	default:
-		de.permanent = true // other 4xx (and 1xx/3xx): the receiver will not change its mind
+		de.permanent = true // other 4xx (and 1xx): the receiver will not change its mind
 	}
 	return de
+}
+
+// redirectError says where a 3xx pointed: the event goes to the DLQ at
+// once, and the operator needs the Location to fix the subscription URL.
+func redirectError(resp *http.Response) error {
+	if loc := resp.Header.Get("Location"); loc != "" {
+		return fmt.Errorf("redirect to %s is not followed", loc)
+	}
+	return errors.New("redirect (no Location) is not followed")
+}
+
+// followedRedirect reports a response that answers a different URL than
+// the one sent: the Doer followed a redirect (NewClient never does; a
+// Doer plugged in elsewhere might).
+func followedRedirect(sent *http.Request, resp *http.Response) error {
+	if resp.Request == nil || resp.Request.URL == nil {
+		return nil
+	}
+	if got, want := resp.Request.URL.String(), sent.URL.String(); got != want {
+		return fmt.Errorf("the HTTP client followed a redirect to %s (answered %d); redirects are not followed", got, resp.StatusCode)
+	}
+	return nil
 }
 
 // SetHeaders writes the contract's delivery headers: CloudEvents binary

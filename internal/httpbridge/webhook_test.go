@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -125,5 +126,107 @@ func TestDeliverConnectionErrorAndTimeoutAreRetryable(t *testing.T) {
 	}
 	if got := (&Webhook{URL: "http://127.0.0.1:1/", Timeout: time.Second, Client: http.DefaultClient}).Deliver(context.Background(), "t", 1, ev); got == nil {
 		t.Fatal("delivery to a closed port: got nil error")
+	}
+}
+
+// TestDeliverRedirectIsPermanent: a 3xx is never followed (the target
+// would acknowledge an event it never received, as a body-less GET for a
+// 301/302) and goes to the DLQ at once, the Location in the error.
+func TestDeliverRedirectIsPermanent(t *testing.T) {
+	ev := &event.Event{ID: "01ABC", Source: "processor", Type: "t", ContentType: "application/json", Data: []byte(`{"a":1}`)}
+	var targetHits int
+	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { targetHits++ }))
+	defer target.Close()
+	for _, tc := range []struct {
+		name     string
+		status   int
+		location string // "" = no Location header
+		want     string // in the error text
+	}{
+		{name: "301", status: 301, location: target.URL + "/moved", want: "webhook answered 301: redirect to " + target.URL + "/moved is not followed"},
+		{name: "302", status: 302, location: target.URL + "/found", want: "webhook answered 302: redirect to " + target.URL + "/found is not followed"},
+		{name: "303", status: 303, location: target.URL + "/other", want: target.URL + "/other"},
+		{name: "307", status: 307, location: target.URL + "/temp", want: target.URL + "/temp"},
+		{name: "308", status: 308, location: target.URL + "/perm", want: target.URL + "/perm"},
+		{name: "relative Location", status: 302, location: "/elsewhere", want: "redirect to /elsewhere is not followed"},
+		{name: "304 without Location", status: 304, want: "webhook answered 304: redirect (no Location) is not followed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			targetHits = 0
+			var posts int
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				posts++
+				if tc.location != "" {
+					w.Header().Set("Location", tc.location)
+				}
+				w.WriteHeader(tc.status)
+			}))
+			defer srv.Close()
+			wh := &Webhook{URL: srv.URL + "/manual-sync", Timeout: time.Second, Client: NewClient(1)}
+			err := wh.Deliver(context.Background(), "t", 1, ev)
+			var de *DeliveryError
+			if !errors.As(err, &de) || !de.Permanent() || de.Status != tc.status {
+				t.Fatalf("got %v, want a permanent DeliveryError with status %d", err, tc.status)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error: got %q, want it to contain %q", err, tc.want)
+			}
+			if posts != 1 || targetHits != 0 {
+				t.Fatalf("requests: got %d to the webhook and %d to the redirect target, want 1 and 0", posts, targetHits)
+			}
+		})
+	}
+}
+
+// redirectingDoer answers as a client that followed a redirect: the
+// response's Request is for another URL.
+type redirectingDoer struct{ to string }
+
+func (d redirectingDoer) Do(req *http.Request) (*http.Response, error) {
+	followed, _ := http.NewRequest(http.MethodGet, d.to, nil)
+	return &http.Response{StatusCode: 200, Header: http.Header{}, Body: io.NopCloser(strings.NewReader("ok")), Request: followed}, nil
+}
+
+// TestDeliverRefusesAFollowedRedirect: defence in depth for a Doer that
+// follows redirects (http.DefaultClient does): the final answer came from
+// another URL, so even a 200 there is no acknowledgement.
+func TestDeliverRefusesAFollowedRedirect(t *testing.T) {
+	ev := &event.Event{ID: "01ABC", Source: "processor", Type: "t", ContentType: "application/json", Data: []byte(`{"a":1}`)}
+	var gets int
+	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet {
+			gets++
+		}
+	}))
+	defer target.Close()
+	hook := httptest.NewServer(http.RedirectHandler(target.URL+"/moved", http.StatusFound))
+	defer hook.Close()
+	for _, tc := range []struct {
+		name   string
+		url    string
+		client Doer
+		want   string
+	}{
+		{name: "http.DefaultClient follows a 302", url: hook.URL + "/manual-sync", client: http.DefaultClient, want: "followed a redirect to " + target.URL + "/moved"},
+		{name: "fake Doer", url: "http://hook.invalid/manual-sync", client: redirectingDoer{to: "http://elsewhere.invalid/x"}, want: "followed a redirect to http://elsewhere.invalid/x"},
+		{name: "same URL is an answer", url: "http://hook.invalid/manual-sync", client: redirectingDoer{to: "http://hook.invalid/manual-sync"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			wh := &Webhook{URL: tc.url, Timeout: time.Second, Client: tc.client}
+			err := wh.Deliver(context.Background(), "t", 1, ev)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("got %v, want nil", err)
+				}
+				return
+			}
+			var de *DeliveryError
+			if !errors.As(err, &de) || !de.Permanent() || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want a permanent DeliveryError containing %q", err, tc.want)
+			}
+		})
+	}
+	if gets != 1 {
+		t.Fatalf("the following client sent %d GETs to the target, want 1 (the fault this guards against)", gets)
 	}
 }
