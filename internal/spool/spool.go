@@ -4,10 +4,14 @@
 package spool
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
+	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -39,9 +43,19 @@ type Spool struct {
 
 	lock *os.File // holds an exclusive flock on the directory's LOCK file
 
-	// wmu serialises writers (the group-commit leader) and segment changes.
+	// wmu serialises writers (the group-commit leader), segment changes and
+	// cursor writes.
 	wmu    sync.Mutex
 	active *os.File
+	// rollNext: a failed batch could not be cut off the active segment, so
+	// its end on disk is unknown; the next batch starts a new segment.
+	rollNext bool
+	// cursorF is the pre-allocated cursor file, overwritten in place; nil
+	// until it could be created (a disk already full at Open).
+	cursorF   *os.File
+	cursorGen uint64 // generation of the newest cursor slot on disk
+
+	peekChunk int64 // a var so tests can make Peek read in small chunks
 
 	mu       sync.Mutex // guards everything below
 	segs     []segment  // oldest first; the last is the active one
@@ -51,6 +65,9 @@ type Spool struct {
 	queue    []pending  // appends waiting for the next commit
 	flushing bool
 	batch    *commit // the commit the queued appends will share
+	// reported holds the damaged regions already logged, so each is logged
+	// once, whether recovery or a later Peek meets it first.
+	reported map[position]bool
 }
 
 type segment struct {
@@ -90,21 +107,14 @@ type Stats struct {
 	Segments int   `json:"segments"`
 }
 
-const (
-	segExt     = ".seg"
-	cursorFile = "cursor"
-)
+const segExt = ".seg"
 
-// Open opens (creating if needed) the spool in dir and recovers it: torn
-// tails are cut, damaged records are skipped and reported, and the
-// undrained records are counted.
+// Open opens (creating if needed) the spool in dir and recovers it: a
+// damaged record is repaired when only its length or magic byte was hit,
+// else skipped, and the records after it are kept; a torn tail (damage with
+// no good record after it) is cut; each is logged once; the undrained
+// records are counted.
 func Open(dir string, opts Options, log zerolog.Logger) (*Spool, error) {
-	if opts.MaxBytes <= 0 {
-		opts.MaxBytes = 1 << 30
-	}
-	if opts.SegmentBytes <= 0 {
-		opts.SegmentBytes = 8 << 20
-	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("spool dir: %w", err)
 	}
@@ -118,9 +128,32 @@ func Open(dir string, opts Options, log zerolog.Logger) (*Spool, error) {
 		lock.Close()
 		return nil, fmt.Errorf("spool dir %s is in use by another sidecar process (give each sidecar its own SIDECAR_SPOOL_DIR): %w", dir, err)
 	}
-	s := &Spool{dir: dir, opts: opts, log: log, lock: lock, batch: &commit{done: make(chan struct{})}}
-	if err := s.recover(); err != nil {
+	s, err := openNoLock(dir, opts, log)
+	if err != nil {
 		lock.Close()
+		return nil, err
+	}
+	s.lock = lock
+	return s, nil
+}
+
+// openNoLock opens and recovers the spool in dir without taking the
+// directory's lock, for a caller that holds it already (the Set, moving an
+// older spool out of its own directory). Release it with closeFiles.
+func openNoLock(dir string, opts Options, log zerolog.Logger) (*Spool, error) {
+	if opts.MaxBytes <= 0 {
+		opts.MaxBytes = 1 << 30
+	}
+	if opts.SegmentBytes <= 0 {
+		opts.SegmentBytes = 8 << 20
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("spool dir: %w", err)
+	}
+	s := &Spool{dir: dir, opts: opts, log: log, batch: &commit{done: make(chan struct{})},
+		peekChunk: peekChunk, reported: map[position]bool{}}
+	if err := s.recover(); err != nil {
+		s.closeFiles()
 		return nil, err
 	}
 	return s, nil
@@ -148,7 +181,16 @@ func (s *Spool) recover() error {
 		seqs = append(seqs, seq)
 	}
 	sort.Slice(seqs, func(i, j int) bool { return seqs[i] < seqs[j] })
-	s.cursor = s.readCursor()
+	current, err := s.loadCursor()
+	if err != nil {
+		return err
+	}
+	if s.cursor.off > 0 && !slices.Contains(seqs, s.cursor.seq) {
+		// Ack deletes a drained segment before it persists the cursor past
+		// it: the segment is done, and a new one must not take its number
+		// under a cursor that points into it.
+		s.cursor = position{seq: s.cursor.seq + 1}
+	}
 	for _, seq := range seqs {
 		if seq < s.cursor.seq {
 			// Fully drained before a crash stopped its deletion.
@@ -162,16 +204,17 @@ func (s *Spool) recover() error {
 		start := 0
 		if seq == s.cursor.seq {
 			start = int(min(s.cursor.off, int64(len(b))))
+			s.cursor.off = int64(start)
 		}
 		events := 0
-		good := scan(b, start, func(byte, []byte, int, int) bool {
-			events++
-			return true
-		}, func(st, end int) {
-			s.log.Error().Str("segment", filepath.Base(s.segPath(seq))).Int("offset", st).Int("bytes", end-st).
-				Msg("spool: damaged record skipped; the records after it are kept")
+		good, torn := scan(b, start, true, visitor{
+			record: func(byte, []byte, int, int) bool {
+				events++
+				return true
+			},
+			damaged: func(st, end int, repaired bool) { s.reportDamage(seq, int64(st), int64(end), repaired) },
 		})
-		if good < len(b) {
+		if torn {
 			s.log.Warn().Str("segment", filepath.Base(s.segPath(seq))).Int("offset", good).Int("bytes", len(b)-good).
 				Msg("spool: torn tail cut (a write the crash interrupted; it was never acknowledged)")
 			if err := os.Truncate(s.segPath(seq), int64(good)); err != nil {
@@ -185,47 +228,34 @@ func (s *Spool) recover() error {
 	if len(s.segs) > 0 && s.cursor.seq < s.segs[0].seq {
 		s.cursor = position{seq: s.segs[0].seq}
 	}
+	if !current {
+		// Make the cursor file now, while there is room: draining later,
+		// on a full disk, then only overwrites it.
+		if err := s.createCursor(s.cursor); err != nil {
+			s.log.Warn().Err(err).Msg("spool: could not create the cursor file; retried after the next drain frees space")
+		}
+	}
 	if s.events > 0 {
 		s.log.Info().Int("events", s.events).Int64("bytes", s.bytes).Msg("spool: recovered undrained events")
 	}
 	return nil
 }
 
-func (s *Spool) readCursor() position {
-	b, err := os.ReadFile(filepath.Join(s.dir, cursorFile))
-	if err != nil {
-		return position{}
+// reportDamage logs a damaged region of segment seq, once.
+func (s *Spool) reportDamage(seq uint64, start, end int64, repaired bool) {
+	s.mu.Lock()
+	seen := s.reported[position{seq, start}]
+	s.reported[position{seq, start}] = true
+	s.mu.Unlock()
+	if seen {
+		return
 	}
-	var p position
-	if _, err := fmt.Sscanf(string(b), "%x %d", &p.seq, &p.off); err != nil {
-		s.log.Warn().Err(err).Msg("spool: unreadable cursor; draining from the oldest segment (duplicates are filtered by event id)")
-		return position{}
+	l := s.log.Error().Str("segment", filepath.Base(s.segPath(seq))).Int64("offset", start).Int64("bytes", end-start)
+	if repaired {
+		l.Msg("spool: damaged record repaired (a corrupt length or magic byte; its flags and payload match its checksum)")
+		return
 	}
-	return p
-}
-
-// writeCursor persists the drain position atomically (write, fsync, rename).
-func (s *Spool) writeCursor(p position) error {
-	tmp := filepath.Join(s.dir, cursorFile+".tmp")
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := fmt.Fprintf(f, "%x %d\n", p.seq, p.off); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, filepath.Join(s.dir, cursorFile)); err != nil {
-		return err
-	}
-	return syncDir(s.dir)
+	l.Msg("spool: damaged record skipped; the records after it are kept")
 }
 
 func syncDir(dir string) error {
@@ -235,6 +265,140 @@ func syncDir(dir string) error {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// The cursor file holds the drain position. Ack must be able to persist
+// it on a full disk — that is when draining matters most — so the file is
+// made once, at its full size, and then only overwritten in place (pwrite +
+// fsync), which needs no new disk block. It has two slots, one sector
+// each, written alternately: a write torn by a crash damages only the slot
+// being written, and recovery takes the newer slot whose checksum holds.
+// With neither slot good, recovery drains from the oldest segment, which
+// is safe because drains are idempotent by event id.
+//
+//	slot: "SPCURSR1" (8) | generation (8, LE) | segment (8, LE) | offset (8, LE) | CRC-32C of the 32 bytes before (4, LE)
+//
+// Before this format the file was the text "<segment hex> <offset>\n",
+// replaced by rename; Open still reads it and converts it.
+const (
+	cursorFile  = "cursor"
+	cursorMagic = "SPCURSR1"
+	cursorSlot  = 512
+	cursorSize  = 2 * cursorSlot
+	cursorRec   = 36
+)
+
+func encodeCursor(gen uint64, p position) []byte {
+	b := make([]byte, cursorRec)
+	copy(b, cursorMagic)
+	binary.LittleEndian.PutUint64(b[8:], gen)
+	binary.LittleEndian.PutUint64(b[16:], p.seq)
+	binary.LittleEndian.PutUint64(b[24:], uint64(p.off))
+	binary.LittleEndian.PutUint32(b[32:], crc32.Checksum(b[:32], castagnoli))
+	return b
+}
+
+func decodeCursor(b []byte) (gen uint64, p position, ok bool) {
+	if string(b[:8]) != cursorMagic || crc32.Checksum(b[:32], castagnoli) != binary.LittleEndian.Uint32(b[32:]) {
+		return 0, position{}, false
+	}
+	off := binary.LittleEndian.Uint64(b[24:])
+	if off > math.MaxInt64 {
+		return 0, position{}, false
+	}
+	return binary.LittleEndian.Uint64(b[8:]), position{seq: binary.LittleEndian.Uint64(b[16:]), off: int64(off)}, true
+}
+
+// slotOffset is where generation gen is written: never over the slot
+// holding gen-1, the newest good one.
+func slotOffset(gen uint64) int64 { return int64(gen%2) * cursorSlot }
+
+// loadCursor sets s.cursor from the cursor file and reports whether the
+// file is in the current format (else createCursor must replace it). It
+// opens the file for the in-place writes of Ack.
+func (s *Spool) loadCursor() (current bool, err error) {
+	path := filepath.Join(s.dir, cursorFile)
+	_ = os.Remove(path + ".tmp") // a creation a crash interrupted
+	b, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("spool cursor: %w", err)
+	}
+	if len(b) == cursorSize && (string(b[:8]) == cursorMagic || string(b[cursorSlot:cursorSlot+8]) == cursorMagic) {
+		found := false
+		for _, off := range []int{0, cursorSlot} {
+			if gen, p, ok := decodeCursor(b[off : off+cursorRec]); ok && (!found || gen > s.cursorGen) {
+				s.cursor, s.cursorGen, found = p, gen, true
+			}
+		}
+		if !found {
+			s.log.Warn().Msg("spool: cursor torn by a crash; draining from the oldest segment (duplicates are filtered by event id)")
+		}
+		if s.cursorF, err = os.OpenFile(path, os.O_RDWR, 0); err != nil {
+			return false, fmt.Errorf("spool cursor: %w", err)
+		}
+		return true, nil
+	}
+	if _, err := fmt.Sscanf(string(b), "%x %d", &s.cursor.seq, &s.cursor.off); err != nil || s.cursor.off < 0 {
+		s.log.Warn().Err(err).Msg("spool: unreadable cursor; draining from the oldest segment (duplicates are filtered by event id)")
+		s.cursor = position{}
+	}
+	return false, nil
+}
+
+// createCursor writes a full-size cursor file holding p (write, fsync,
+// rename, fsync the directory) and opens it for in-place writes. Called
+// from Open, or from Ack with wmu held once a drain has freed space.
+func (s *Spool) createCursor(p position) error {
+	path := filepath.Join(s.dir, cursorFile)
+	gen := s.cursorGen + 1
+	b := make([]byte, cursorSize)
+	copy(b[slotOffset(gen):], encodeCursor(gen, p))
+	f, err := os.OpenFile(path+".tmp", os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(path+".tmp", path)
+	}
+	if err == nil {
+		err = syncDir(s.dir)
+	}
+	if err != nil {
+		_ = os.Remove(path + ".tmp") // give back what the disk lent
+		return err
+	}
+	if s.cursorF, err = os.OpenFile(path, os.O_RDWR, 0); err != nil {
+		return err
+	}
+	s.cursorGen = gen
+	return nil
+}
+
+// writeCursor persists the drain position by overwriting the older slot
+// of the cursor file in place. Called with wmu held.
+func (s *Spool) writeCursor(p position) error {
+	if s.cursorF == nil {
+		return s.createCursor(p)
+	}
+	gen := s.cursorGen + 1
+	if _, err := s.cursorF.WriteAt(encodeCursor(gen, p), slotOffset(gen)); err != nil {
+		return err
+	}
+	if err := s.cursorF.Sync(); err != nil {
+		return err
+	}
+	s.cursorGen = gen
+	return nil
 }
 
 // Stats returns what the spool holds now.
@@ -337,13 +501,21 @@ func (s *Spool) write(q []pending) error {
 	last := &s.segs[len(s.segs)-1]
 	start := last.size
 	s.mu.Unlock()
+	// undo leaves no half batch behind (a full disk takes part of one):
+	// cut back to the last durable size, or, when even that fails, write
+	// the next batch to a new segment rather than after the debris.
+	undo := func() {
+		if err := s.active.Truncate(start); err != nil {
+			s.active.Close()
+			s.active, s.rollNext = nil, true
+		}
+	}
 	if _, err := s.active.Write(buf); err != nil {
-		// Leave no half batch behind: cut back to the last durable size.
-		_ = s.active.Truncate(start)
+		undo()
 		return fmt.Errorf("spool write: %w", err)
 	}
 	if err := s.active.Sync(); err != nil {
-		_ = s.active.Truncate(start)
+		undo()
 		return fmt.Errorf("spool fsync: %w", err)
 	}
 	s.mu.Lock()
@@ -357,10 +529,15 @@ func (s *Spool) write(q []pending) error {
 func (s *Spool) ensureActive() error {
 	s.mu.Lock()
 	var seq uint64
-	roll := len(s.segs) == 0 || s.segs[len(s.segs)-1].size >= s.opts.SegmentBytes
+	roll := len(s.segs) == 0 || s.segs[len(s.segs)-1].size >= s.opts.SegmentBytes || s.rollNext
 	switch {
 	case len(s.segs) == 0:
 		seq = s.cursor.seq
+		if s.cursor.off > 0 {
+			// Never write a segment's start under a cursor that is past it.
+			seq++
+			s.cursor = position{seq: seq}
+		}
 	case roll:
 		seq = s.segs[len(s.segs)-1].seq + 1
 	default:
@@ -382,7 +559,7 @@ func (s *Spool) ensureActive() error {
 		f.Close()
 		return fmt.Errorf("spool dir sync: %w", err)
 	}
-	s.active = f
+	s.active, s.rollNext = f, false
 	s.mu.Lock()
 	if len(s.segs) == 0 || s.segs[len(s.segs)-1].seq != seq {
 		s.segs = append(s.segs, segment{seq: seq})
@@ -427,9 +604,10 @@ func (s *Spool) Peek(limit int) ([]Record, error) {
 }
 
 // peekSegment decodes up to limit records of segment sg from offset start,
-// reading a bounded chunk. It returns them and the offset after the last.
+// reading a bounded chunk. It returns them and the offset up to which the
+// segment is settled (records returned, damage stepped over).
 func (s *Spool) peekSegment(sg segment, start int64, limit int) ([]Record, int64, error) {
-	for chunk := int64(peekChunk); ; chunk *= 2 {
+	for chunk := s.peekChunk; ; chunk *= 2 {
 		end := min(start+chunk, sg.size)
 		b, err := readRange(s.segPath(sg.seq), start, end)
 		if err != nil {
@@ -437,27 +615,35 @@ func (s *Spool) peekSegment(sg segment, start int64, limit int) ([]Record, int64
 		}
 		var out []Record
 		var derr error
-		good := scan(b, 0, func(flags byte, payload []byte, _, e int) bool {
-			topic, ev, err := event.DecodeBinary(payload)
-			if err != nil {
-				derr = fmt.Errorf("spool: decode record: %w", err)
-				return false
-			}
-			out = append(out, Record{Topic: topic, Event: ev, Uncertain: flags&FlagUncertain != 0,
-				end: position{seq: sg.seq, off: start + int64(e)}})
-			return len(out) < limit
-		}, nil)
+		next, torn := scan(b, 0, end == sg.size, visitor{
+			record: func(flags byte, payload []byte, _, e int) bool {
+				topic, ev, err := event.DecodeBinary(payload)
+				if err != nil {
+					derr = fmt.Errorf("spool: decode record: %w", err)
+					return false
+				}
+				out = append(out, Record{Topic: topic, Event: ev, Uncertain: flags&FlagUncertain != 0,
+					end: position{seq: sg.seq, off: start + int64(e)}})
+				return len(out) < limit
+			},
+			damaged: func(st, e int, repaired bool) {
+				s.reportDamage(sg.seq, start+int64(st), start+int64(e), repaired)
+			},
+		})
 		switch {
 		case derr != nil:
 			return out, start, derr
-		case len(out) > 0:
-			return out, out[len(out)-1].end.off, nil
-		case end == sg.size:
-			// Nothing whole in the rest of the segment (recovery cut torn tails,
-			// so this is damage): step over it.
-			return nil, start + int64(max(good, len(b))), nil
+		case torn:
+			// Damage with nothing good after it, in bytes recovery did not
+			// see (it cuts torn tails): step over it.
+			s.reportDamage(sg.seq, start+int64(next), end, false)
+			return out, end, nil
+		case next > 0:
+			return out, start + int64(next), nil
 		}
-		// The chunk ended inside one large record: read more.
+		// The chunk ends inside one record, or inside damage it cannot
+		// settle (is a good record next?): read more. The last chunk, which
+		// ends with the segment, always settles.
 	}
 }
 
@@ -530,13 +716,24 @@ func (s *Spool) Ack(drained []Record) error {
 		s.active.Close()
 		s.active = nil
 	}
-	if err := s.writeCursor(cur); err != nil {
-		return fmt.Errorf("spool cursor: %w", err)
-	}
+	// Delete drained segments before persisting the cursor: deleting needs
+	// no disk space and gives it back, so a drain on a full disk frees it.
+	// A crash in between leaves a cursor that points into or before a
+	// deleted segment, which recovery moves on to the first one left.
 	for _, seq := range remove {
 		if err := os.Remove(s.segPath(seq)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			s.log.Warn().Err(err).Msg("spool: could not delete a drained segment")
 		}
+		s.mu.Lock()
+		for p := range s.reported {
+			if p.seq == seq {
+				delete(s.reported, p)
+			}
+		}
+		s.mu.Unlock()
+	}
+	if err := s.writeCursor(cur); err != nil {
+		return fmt.Errorf("spool cursor: %w", err)
 	}
 	return nil
 }
@@ -550,8 +747,20 @@ func contains(xs []uint64, x uint64) bool {
 	return false
 }
 
-// Close releases the active segment file and the directory lock.
+// Close releases the spool's files and the directory lock.
 func (s *Spool) Close() error {
+	err := s.closeFiles()
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.lock != nil {
+		s.lock.Close() // releases the flock
+		s.lock = nil
+	}
+	return err
+}
+
+// closeFiles releases the active segment and the cursor file.
+func (s *Spool) closeFiles() error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	var err error
@@ -559,9 +768,9 @@ func (s *Spool) Close() error {
 		err = s.active.Close()
 		s.active = nil
 	}
-	if s.lock != nil {
-		s.lock.Close() // releases the flock
-		s.lock = nil
+	if s.cursorF != nil {
+		s.cursorF.Close()
+		s.cursorF = nil
 	}
 	return err
 }
