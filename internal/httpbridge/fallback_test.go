@@ -137,3 +137,132 @@ func (c *countingObserver) Fallback(outcome string) {
 }
 
 func must[T any](v T, _ error) T { return v }
+
+// TestFallbackRedirectIsNotFollowed: a peer answering 3xx has not taken the
+// event; the fallback says where it pointed and reports failed, and no
+// request reaches the Location (nor one that a following client made).
+func TestFallbackRedirectIsNotFollowed(t *testing.T) {
+	var mu sync.Mutex
+	targetHits := 0
+	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		targetHits++
+		mu.Unlock()
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	defer target.Close()
+	for _, tc := range []struct {
+		name       string
+		status     int
+		location   string
+		client     func() Doer
+		want       string
+		wantTarget int
+	}{
+		{name: "302", status: 302, location: target.URL + "/inbox", client: func() Doer { return NewClient(1) },
+			want: "failed: redirected to " + target.URL + "/inbox (not followed)"},
+		{name: "307", status: 307, location: target.URL + "/inbox", client: func() Doer { return NewClient(1) },
+			want: "failed: redirected to " + target.URL + "/inbox (not followed)"},
+		{name: "308", status: 308, location: target.URL + "/inbox", client: func() Doer { return NewClient(1) },
+			want: "failed: redirected to " + target.URL + "/inbox (not followed)"},
+		{name: "300 without Location", status: 300, client: func() Doer { return NewClient(1) },
+			want: "failed: answered 300, a redirect without Location (not followed)"},
+		{name: "a following client", status: 307, location: target.URL + "/inbox", client: func() Doer { return http.DefaultClient },
+			want: "failed: redirected to " + target.URL + "/inbox (the client followed it)", wantTarget: 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mu.Lock()
+			targetHits = 0
+			mu.Unlock()
+			peer := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if tc.location != "" {
+					w.Header().Set("Location", tc.location)
+				}
+				w.WriteHeader(tc.status)
+			}))
+			defer peer.Close()
+			obs := &countingObserver{}
+			h := NewAPI(APIConfig{Service: "processor", MaxBody: 1024, FallbackClient: tc.client(), Observer: obs,
+				Routes: []Route{{Path: "/sync", Topic: "match.updated", Fallback: peer.URL + "/v1/inbox/match.updated"}},
+			}, &spoolingPublisher{}, nil, http.NotFoundHandler(), zerolog.Nop())
+			rec := do(h, http.MethodPost, "/sync", `{"m":1}`, map[string]string{"Content-Type": "application/json"})
+			var resp map[string]any
+			if err := json.Unmarshal(rec.Body.Bytes(), &resp); err != nil || rec.Code != 202 {
+				t.Fatalf("route publish: got %d %s, want 202 (spooled)", rec.Code, rec.Body)
+			}
+			if resp["fallback"] != tc.want {
+				t.Fatalf("fallback: got %q, want %q", resp["fallback"], tc.want)
+			}
+			if obs.got["failed"] != 1 || obs.got["delivered"] != 0 {
+				t.Fatalf("fallback outcomes: got %v, want 1 failed", obs.got)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if targetHits != tc.wantTarget {
+				t.Fatalf("redirect target: got %d requests, want %d", targetHits, tc.wantTarget)
+			}
+		})
+	}
+}
+
+// TestInboxEndpointAnswersAcceptOutcomes: what the inbox's Room and Accept
+// say becomes the contract's status and JSON error; a full queue is 503 with
+// Retry-After, so the sending sidecar backs off (it keeps the event spooled).
+func TestInboxEndpointAnswersAcceptOutcomes(t *testing.T) {
+	key := []byte("0123456789abcdef")
+	ev := &event.Event{ID: "01ABC", Source: "processor", Type: "match_updates", Time: time.Unix(1700000000, 0).UTC(), ContentType: "application/json", Data: []byte(`{"m":1}`)}
+	hdr := http.Header{}
+	SetHeaders(hdr, "match.updated", 1, ev, key, time.Now())
+	signed := map[string]string{}
+	for k := range hdr {
+		signed[k] = hdr.Get(k)
+	}
+	for _, tc := range []struct {
+		name           string
+		err            error // from Accept
+		checksRoom     bool  // the inbox has Room
+		room           error // from Room
+		wantStatus     int
+		wantCode       string
+		wantRetryAfter string
+	}{
+		{name: "accepted", wantStatus: http.StatusAccepted},
+		{name: "no subscription", err: codedErr("no_subscription"), wantStatus: http.StatusNotFound, wantCode: "no_subscription"},
+		{name: "queue full", err: codedErr("inbox_full"), wantStatus: http.StatusServiceUnavailable, wantCode: "inbox_full", wantRetryAfter: "1"},
+		{name: "shutting down", err: codedErr("unavailable"), wantStatus: http.StatusServiceUnavailable, wantCode: "unavailable"},
+		// Full before the body is read: Accept is never asked.
+		{name: "no room", checksRoom: true, room: codedErr("inbox_full"), wantStatus: http.StatusServiceUnavailable, wantCode: "inbox_full", wantRetryAfter: "1"},
+		{name: "room", checksRoom: true, wantStatus: http.StatusAccepted},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fake := &fakeInbox{err: tc.err}
+			var in Inbox = fake
+			if tc.checksRoom {
+				in = roomyInbox{fake, tc.room}
+			}
+			h := NewAPI(APIConfig{Service: "calendar", MaxBody: 1024, Secret: key}, &fakePublisher{}, in, http.NotFoundHandler(), zerolog.Nop())
+			rec := do(h, http.MethodPost, "/v1/inbox/match.updated", `{"m":1}`, signed)
+			if accepted := len(fake.got); accepted != 0 && tc.wantStatus != http.StatusAccepted {
+				t.Fatalf("Accept took the event (%d), want it refused before", accepted)
+			}
+			var resp map[string]any
+			if err := json.Unmarshal(rec.Body.Bytes(), &resp); err != nil {
+				t.Fatalf("body: got %q, want JSON", rec.Body)
+			}
+			if rec.Code != tc.wantStatus || rec.Header().Get("Retry-After") != tc.wantRetryAfter {
+				t.Fatalf("got %d Retry-After %q, want %d Retry-After %q", rec.Code, rec.Header().Get("Retry-After"), tc.wantStatus, tc.wantRetryAfter)
+			}
+			if tc.wantCode != "" && (resp["code"] != tc.wantCode || resp["error"] == "") {
+				t.Fatalf("error body: got %v, want code %q and a message", resp, tc.wantCode)
+			}
+		})
+	}
+}
+
+// roomyInbox is an inbox that can say it is full before the body is read.
+type roomyInbox struct {
+	*fakeInbox
+	room error
+}
+
+func (r roomyInbox) Room(topic string, size int64) error { return r.room }

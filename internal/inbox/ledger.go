@@ -1,6 +1,7 @@
 // Package inbox is the receiving end of the HTTP fallback: a peer sidecar
 // POSTs events here while Redis is down; they are delivered to this
-// sidecar's subscriptions at once, and remembered (on disk) so the copy that
+// sidecar's subscriptions at once (through a bounded queue per subscription
+// that honours its concurrency), and remembered (on disk) so the copy that
 // later arrives through the stream is acknowledged without a second delivery.
 package inbox
 
