@@ -26,6 +26,8 @@ type Route struct {
 // Inbox is what the API needs of the fallback receiver.
 type Inbox interface {
 	Accept(topic string, ev *event.Event) (int, error)
+	// Room is an advisory check that an event of size bytes would fit.
+	Room(topic string, size int64) error
 }
 
 // fallbackTimeout bounds the direct POST to a peer while Redis is down: the
@@ -91,6 +93,14 @@ func (a *api) inbox(w http.ResponseWriter, r *http.Request) {
 	}
 	if a.inboxer == nil {
 		writeError(w, http.StatusNotFound, "no_subscription", "this sidecar has no subscriptions")
+		return
+	}
+	// A full queue is refused before its body is read, so a flood of
+	// fallbacks while the webhook hangs costs no memory (Accept still
+	// decides). It says no more than "full" to a sender not yet authenticated.
+	if err := a.inboxer.Room(topic, max(r.ContentLength, 0)); err != nil {
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusServiceUnavailable, errorCode(err, "inbox_full"), err.Error())
 		return
 	}
 	body, err := readBody(w, r, a.cfg.MaxBody)
