@@ -47,6 +47,7 @@ type Sources struct {
 	Spool                                func() any                          // the relay's stats
 	Topics                               func() map[string]map[string]uint64 // publishes per topic and outcome
 	Fallbacks                            func() map[string]uint64
+	Retention                            func() any     // per topic: length, safe point, held back by which group; may be nil
 	Gauges                               ConsumerGauges // may be nil
 	// OnRefresh runs on every refresh tick (e.g. to set spool gauges); may be nil.
 	OnRefresh func()
@@ -165,6 +166,7 @@ type StatusReport struct {
 	Subscriptions []SubscriptionStatus         `json:"subscriptions"`
 	Topics        map[string]map[string]uint64 `json:"topics"`
 	Fallbacks     map[string]uint64            `json:"fallbacks"`
+	Retention     any                          `json:"retention,omitempty"`
 }
 
 // RedisStatus is Redis in /v1/status: reachability and the INFO facts.
@@ -192,6 +194,9 @@ func (s *Status) Report() StatusReport {
 	}
 	if s.src.Fallbacks != nil {
 		rep.Fallbacks = s.src.Fallbacks()
+	}
+	if s.src.Retention != nil {
+		rep.Retention = s.src.Retention()
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -34,6 +34,8 @@ type Metrics struct {
 	redisUsedMemory prometheus.Gauge
 	redisMaxMemory  prometheus.Gauge
 	fallbacks       *prometheus.CounterVec
+	trimmed         *prometheus.CounterVec
+	retentionHeld   *prometheus.GaugeVec
 
 	mu        sync.RWMutex
 	published map[pubKey]*pubCount // bound counters per topic and outcome, also read by /v1/status
@@ -87,13 +89,31 @@ func New() *Metrics {
 	m.redisMaxMemory = prometheus.NewGauge(prometheus.GaugeOpts{Name: "sidecar_redis_maxmemory_bytes", Help: "Redis maxmemory (0 = unlimited)."})
 	m.fallbacks = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sidecar_fallback_total",
 		Help: "Direct fallback POSTs while Redis was unavailable, by outcome."}, []string{"outcome"})
+	m.trimmed = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sidecar_retention_trimmed_total",
+		Help: "Stream entries removed by retention (every consumer group had acknowledged them)."}, []string{"topic"})
+	m.retentionHeld = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "sidecar_retention_held_entries",
+		Help: "Entries retention would remove but keeps because the named group has not acknowledged them."}, []string{"topic", "group"})
 	for _, c := range []prometheus.Collector{m.publishedVec, m.publishLatency, m.deliveries, m.attemptLatency, m.endToEnd,
 		m.lag, m.pending, m.oldestPending, m.dlqLength, m.spoolEvents, m.spoolBytes, m.spoolMaxBytes,
-		m.redisUp, m.redisLatency, m.redisUsedMemory, m.redisMaxMemory, m.fallbacks,
+		m.redisUp, m.redisLatency, m.redisUsedMemory, m.redisMaxMemory, m.fallbacks, m.trimmed, m.retentionHeld,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
 		f(c)
 	}
 	return m
+}
+
+// Trimmed counts entries retention removed from topic's stream.
+func (m *Metrics) Trimmed(topic string, entries int64) {
+	m.trimmed.WithLabelValues(topic).Add(float64(entries))
+}
+
+// RetentionHeld sets how many entries group keeps from being trimmed.
+func (m *Metrics) RetentionHeld(topic, group string, entries int64) {
+	if entries == 0 {
+		m.retentionHeld.DeleteLabelValues(topic, group)
+		return
+	}
+	m.retentionHeld.WithLabelValues(topic, group).Set(float64(entries))
 }
 
 // Handler serves the registry in the Prometheus text format.
