@@ -132,7 +132,7 @@ func serve(ctx context.Context, cfg *config.Config, logger zerolog.Logger) error
 			return fmt.Errorf("webhook_secret: %w", err)
 		}
 	}
-	sp, err := spool.Open(cfg.SpoolDir, spool.Options{MaxBytes: cfg.SpoolMaxBytes}, component("spool"))
+	sp, err := spool.OpenSet(cfg.SpoolDir, spool.Options{MaxBytes: cfg.SpoolMaxBytes}, component("spool"))
 	if err != nil {
 		return err
 	}
@@ -153,10 +153,15 @@ func serve(ctx context.Context, cfg *config.Config, logger zerolog.Logger) error
 		runners[c.Topic+"/"+c.Group] = s
 		s.SetDedup(in.Deduper(c.Topic + "/" + c.Group))
 	}
-	publisher := stream.NewPublisher(rdb,
-		stream.Retention{MaxLen: cfg.Retention.MaxLen, MaxAge: cfg.Retention.MaxAge},
-		cfg.IdempotencyWindow, component("publisher"))
-	rel := relay.New(publisher, sp, cfg.PublishTimeout, m, component("relay"))
+	trimmer := stream.NewTrimmer(rdb, stream.Retention{MaxLen: cfg.Retention.MaxLen, MaxAge: cfg.Retention.MaxAge},
+		cfg.Retention.Interval, m, component("retention"))
+	publisher := stream.NewPublisher(rdb, stream.PublisherOptions{
+		IdempotencyTTL: cfg.IdempotencyWindow, MinReplicas: cfg.RedisMinReplicas, DrainID: sp.ID(),
+		Touched: trimmer.Touch,
+	}, component("publisher"))
+	rel := relay.New(publisher, sp, cfg.PublishTimeout, relay.Options{
+		Rejected: stream.IsRejected, Uncertain: stream.IsUncertain, Observer: m,
+	}, component("relay"))
 	readiness := health.NewReadiness(monitor, rel, runners)
 	statusSubs := make([]health.Subscription, len(subs))
 	for i, s := range subs {
@@ -168,6 +173,7 @@ func serve(ctx context.Context, cfg *config.Config, logger zerolog.Logger) error
 		Spool:     func() any { return rel.Stats() },
 		Topics:    m.TopicCounts,
 		Fallbacks: m.FallbackCounts,
+		Retention: func() any { return trimmer.Stats() },
 		OnRefresh: func() { st := sp.Stats(); m.SetSpool(st.Events, st.Bytes, st.MaxBytes) },
 	}, 5*time.Second, component("status"))
 	var routes []httpbridge.Route
@@ -263,6 +269,12 @@ func serve(ctx context.Context, cfg *config.Config, logger zerolog.Logger) error
 		g.Add(func() error { return rel.Run(rctx) }, func(error) { cancel() })
 	}
 	{
+		// Retention: trims the topics this sidecar publishes to, never past
+		// an entry some consumer group has not acknowledged.
+		tctx, cancel := context.WithCancel(ctx)
+		g.Add(func() error { return trimmer.Run(tctx) }, func(error) { cancel() })
+	}
+	{
 		// Redis health monitor: ping, INFO, state-change logs.
 		mctx, cancel := context.WithCancel(ctx)
 		g.Add(func() error { return monitor.Run(mctx) }, func(error) { cancel() })
@@ -302,7 +314,8 @@ func newSubscriptions(cfg *config.Config, rdb redis.UniversalClient, secret []by
 			ClaimTimeout: cfg.ClaimTimeout, Grace: cfg.ShutdownGrace, DLQMaxLen: cfg.Retention.MaxLen, Observer: obs,
 		}, handler, log))
 		targets = append(targets, inbox.Target{
-			Key: sc.Topic + "/" + sc.Group, Topic: sc.Topic, MaxAttempts: sc.MaxAttempts, Backoff: policy,
+			Key: sc.Topic + "/" + sc.Group, Topic: sc.Topic, Concurrency: sc.Concurrency,
+			RetryFor: sc.RetryFor, MaxAttempts: sc.MaxAttempts, Backoff: policy,
 			Deliver: func(ctx context.Context, attempt int, ev *event.Event) error {
 				return wh.Deliver(ctx, sc.Topic, attempt, ev)
 			},
@@ -313,13 +326,7 @@ func newSubscriptions(cfg *config.Config, rdb redis.UniversalClient, secret []by
 
 // newHTTPClient is a keep-alive client for webhook and fallback POSTs.
 func newHTTPClient(conns int) *http.Client {
-	return &http.Client{Transport: &http.Transport{
-		Proxy:               http.ProxyFromEnvironment,
-		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		MaxIdleConns:        conns * 2,
-		MaxIdleConnsPerHost: conns * 2,
-		IdleConnTimeout:     90 * time.Second,
-	}}
+	return httpbridge.NewClient(conns)
 }
 
 // startDevRedis starts dev mode's in-memory server when nothing answers at

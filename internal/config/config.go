@@ -19,9 +19,12 @@ import (
 
 // Config is the validated configuration of one sidecar process.
 type Config struct {
-	Service           string
-	Listen            string
-	RedisURL          string
+	Service  string
+	Listen   string
+	RedisURL string
+	// RedisMinReplicas is how many replicas must have a publish before it is
+	// acknowledged (WAIT); -1 = auto (1 when the master has an online replica).
+	RedisMinReplicas  int
 	Consumer          string
 	SpoolDir          string
 	SpoolMaxBytes     int64
@@ -54,8 +57,9 @@ type Route struct {
 
 // Retention bounds each topic's stream: approximate MAXLEN, or MINID by age.
 type Retention struct {
-	MaxLen int64
-	MaxAge time.Duration
+	MaxLen   int64
+	MaxAge   time.Duration
+	Interval time.Duration // how often retention is applied
 }
 
 // Subscription delivers one topic to one webhook URL.
@@ -168,13 +172,14 @@ func defaults(hostname string) *Config {
 		Service:           hostname,
 		Listen:            "127.0.0.1:7700",
 		RedisURL:          "redis://127.0.0.1:6379/0",
+		RedisMinReplicas:  -1,
 		Consumer:          hostname,
 		SpoolDir:          "./data/spool",
 		SpoolMaxBytes:     1 << 30,
 		LogLevel:          "info",
 		LogFormat:         "json",
 		MaxBody:           1 << 20,
-		Retention:         Retention{MaxLen: 100000},
+		Retention:         Retention{MaxLen: 100000, Interval: time.Second},
 		PublishTimeout:    500 * time.Millisecond,
 		ShutdownGrace:     10 * time.Second,
 		ClaimTimeout:      30 * time.Second,
@@ -245,6 +250,9 @@ func (c *Config) Validate() error {
 	if !oneOf(c.LogFormat, "json", "console") {
 		bad("log.format", "%q is not json or console", c.LogFormat)
 	}
+	if c.RedisMinReplicas < -1 {
+		bad("redis.min_replicas", "must be auto or a number of replicas (0 or more)")
+	}
 	if c.MaxBody <= 0 {
 		bad("max_body", "must be positive")
 	}
@@ -254,6 +262,7 @@ func (c *Config) Validate() error {
 	for name, d := range map[string]time.Duration{
 		"publish_timeout": c.PublishTimeout, "shutdown_grace": c.ShutdownGrace,
 		"claim_timeout": c.ClaimTimeout, "idempotency_window": c.IdempotencyWindow,
+		"retention.interval": c.Retention.Interval,
 	} {
 		if d <= 0 {
 			bad(name, "must be a positive duration")

@@ -26,7 +26,8 @@ type fileConfig struct {
 	Dev               *string `yaml:"dev"`
 	DebugAddr         *string `yaml:"debug_addr"`
 	Redis             struct {
-		URL *string `yaml:"url"`
+		URL         *string `yaml:"url"`
+		MinReplicas *string `yaml:"min_replicas"`
 	} `yaml:"redis"`
 	Spool struct {
 		Dir      *string `yaml:"dir"`
@@ -37,8 +38,9 @@ type fileConfig struct {
 		Format *string `yaml:"format"`
 	} `yaml:"log"`
 	Retention struct {
-		MaxLen *string `yaml:"max_len"`
-		MaxAge *string `yaml:"max_age"`
+		MaxLen   *string `yaml:"max_len"`
+		MaxAge   *string `yaml:"max_age"`
+		Interval *string `yaml:"interval"`
 	} `yaml:"retention"`
 	Subscriptions []fileSubscription `yaml:"subscriptions"`
 	Routes        []struct {
@@ -81,9 +83,10 @@ func applyFile(c *Config, path string, explicit map[string]bool) error {
 		"api_token": fc.APIToken, "webhook_secret": fc.WebhookSecret, "max_body": fc.MaxBody,
 		"publish_timeout": fc.PublishTimeout, "shutdown_grace": fc.ShutdownGrace,
 		"claim_timeout": fc.ClaimTimeout, "idempotency_window": fc.IdempotencyWindow, "dev": fc.Dev, "debug_addr": fc.DebugAddr,
-		"redis.url": fc.Redis.URL, "spool.dir": fc.Spool.Dir, "spool.max_bytes": fc.Spool.MaxBytes,
+		"redis.url": fc.Redis.URL, "redis.min_replicas": fc.Redis.MinReplicas, "spool.dir": fc.Spool.Dir, "spool.max_bytes": fc.Spool.MaxBytes,
 		"log.level": fc.Log.Level, "log.format": fc.Log.Format,
 		"retention.max_len": fc.Retention.MaxLen, "retention.max_age": fc.Retention.MaxAge,
+		"retention.interval": fc.Retention.Interval,
 	}
 	for _, s := range settings {
 		v := scalars[s.yaml]

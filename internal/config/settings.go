@@ -45,6 +45,20 @@ var settings = []setting{
 		apply: str(func(c *Config) *string { return &c.Listen })},
 	{key: "redis-url", env: "REDIS_URL", yaml: "redis.url", def: "redis://127.0.0.1:6379/0", help: "redis:// or rediss:// URL; ?master_name=NAME&addr=… for Sentinel; redis+cluster:// for Cluster",
 		apply: str(func(c *Config) *string { return &c.RedisURL })},
+	{key: "redis-min-replicas", env: "SIDECAR_REDIS_MIN_REPLICAS", yaml: "redis.min_replicas", def: "auto",
+		help: "replicas that must have a publish before it is acknowledged (WAIT); auto = 1 when the master has an online replica, else 0",
+		apply: func(c *Config, v string) error {
+			if v == "auto" {
+				c.RedisMinReplicas = -1
+				return nil
+			}
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				return fmt.Errorf("%q is not auto or a number of replicas", v)
+			}
+			c.RedisMinReplicas = n
+			return nil
+		}},
 	{key: "subscribe", env: "SIDECAR_SUBSCRIBE", yaml: "subscriptions", help: "short form topic=url[,topic=url…]; replaces the file's subscriptions",
 		apply: func(c *Config, v string) error {
 			subs, err := ParseSubscribe(v)
@@ -78,7 +92,7 @@ var settings = []setting{
 			c.MaxBody = n
 			return err
 		}},
-	{key: "retention-max-len", env: "SIDECAR_RETENTION_MAX_LEN", yaml: "retention.max_len", def: "100000", help: "per-topic approximate MAXLEN (0 = unbounded)",
+	{key: "retention-max-len", env: "SIDECAR_RETENTION_MAX_LEN", yaml: "retention.max_len", def: "100000", help: "per-topic approximate MAXLEN (0 = unbounded); never trims an entry a consumer group has not acknowledged",
 		apply: func(c *Config, v string) error {
 			n, err := strconv.ParseInt(v, 10, 64)
 			if err != nil {
@@ -89,6 +103,8 @@ var settings = []setting{
 		}},
 	{key: "retention-max-age", env: "SIDECAR_RETENTION_MAX_AGE", yaml: "retention.max_age", help: "per-topic age limit (MINID), e.g. 168h; replaces max_len",
 		apply: dur(func(c *Config) *time.Duration { return &c.Retention.MaxAge })},
+	{key: "retention-interval", env: "SIDECAR_RETENTION_INTERVAL", yaml: "retention.interval", def: "1s", help: "how often retention trims the topics this sidecar publishes to (never past an unacknowledged entry)",
+		apply: dur(func(c *Config) *time.Duration { return &c.Retention.Interval })},
 	{key: "publish-timeout", env: "SIDECAR_PUBLISH_TIMEOUT", yaml: "publish_timeout", def: "500ms", help: "longest a publish waits on Redis before it goes to the spool",
 		apply: dur(func(c *Config) *time.Duration { return &c.PublishTimeout })},
 	{key: "shutdown-grace", env: "SIDECAR_SHUTDOWN_GRACE", yaml: "shutdown_grace", def: "10s", help: "on SIGTERM, how long in-flight requests and deliveries may finish",

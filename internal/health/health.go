@@ -180,6 +180,8 @@ type Runner interface {
 // Buffer is the durable fallback for publishes while Redis is away (the spool).
 type Buffer interface {
 	Writable() bool
+	// Stalled describes spooled topics whose drain makes no progress.
+	Stalled() []string
 }
 
 // Readiness decides /readyz. "ready": Redis reachable and every
@@ -225,6 +227,11 @@ func (r *Readiness) Check() Report {
 	}
 	if !rep.Redis.Up {
 		rep.Reasons = append(rep.Reasons, "redis unreachable")
+	} else if r.buffer != nil {
+		// Redis answers, yet spooled events do not move: a key Redis
+		// refuses, a shard that is down. Publishes still go somewhere
+		// durable, so this degrades rather than fails readiness.
+		rep.Reasons = append(rep.Reasons, r.buffer.Stalled()...)
 	}
 	names := make([]string, 0, len(r.subs))
 	for n := range r.subs {

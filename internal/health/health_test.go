@@ -17,9 +17,16 @@ import (
 	"github.com/fogis-sidecar/sidecar/internal/redistest"
 )
 
-type fakeBuffer struct{ writable atomic.Bool }
+type fakeBuffer struct {
+	writable atomic.Bool
+	stalled  atomic.Value // []string
+}
 
 func (f *fakeBuffer) Writable() bool { return f.writable.Load() }
+func (f *fakeBuffer) Stalled() []string {
+	s, _ := f.stalled.Load().([]string)
+	return s
+}
 
 type fakeRunner struct{ running atomic.Bool }
 
@@ -53,6 +60,18 @@ func TestReadiness(t *testing.T) {
 	sub.running.Store(true)
 	if code, rep := readyz(t, r); code != 200 || rep.Status != "ready" || !rep.Redis.Up {
 		t.Fatalf("all up: got %d %+v, want 200 ready", code, rep)
+	}
+	// Redis up, but a topic's spooled events do not drain: reported, degraded.
+	buf := &fakeBuffer{}
+	buf.writable.Store(true)
+	r = NewReadiness(m, buf, map[string]Runner{"match.updated/calendar": sub})
+	if code, rep := readyz(t, r); code != 200 || rep.Status != "ready" {
+		t.Fatalf("spool idle: got %d %+v, want 200 ready", code, rep)
+	}
+	stall := "spool drain of topic bad makes no progress for 12s: WRONGTYPE"
+	buf.stalled.Store([]string{stall})
+	if code, rep := readyz(t, r); code != 200 || rep.Status != "degraded" || len(rep.Reasons) != 1 || rep.Reasons[0] != stall {
+		t.Fatalf("stalled drain with redis up: got %d %+v, want 200 degraded naming the topic", code, rep)
 	}
 	r.SetDraining()
 	if code, rep := readyz(t, r); code != 503 || rep.Status != "draining" {

@@ -124,8 +124,15 @@ func (a *api) publish(w http.ResponseWriter, r *http.Request, topic, fallback st
 	}
 	rc, err := a.pub.Publish(r.Context(), topic, ev)
 	if err != nil {
+		code := errorCode(err, "unavailable")
+		if code == "redis_rejected" {
+			// Redis refuses this key (WRONGTYPE, NOPERM…): waiting will not
+			// help, an operator must. Other topics are unaffected.
+			writeError(w, http.StatusBadGateway, code, err.Error()+"; the event was not accepted")
+			return
+		}
 		a.log.Warn().Err(err).Str("topic", topic).Str("event_id", ev.ID).Msg("publish refused")
-		writeError(w, http.StatusServiceUnavailable, errorCode(err, "unavailable"), err.Error()+"; the event was not accepted, retry later")
+		writeError(w, http.StatusServiceUnavailable, code, err.Error()+"; the event was not accepted, retry later")
 		return
 	}
 	if rc.Duplicate {
@@ -150,8 +157,9 @@ func (a *api) readEvent(w http.ResponseWriter, r *http.Request, topic string) (*
 		return nil, http.StatusBadRequest, "bad_body", errors.New("reading body: " + err.Error())
 	}
 	ct := r.Header.Get("Content-Type")
+	structured := event.IsStructuredCloudEvent(ct)
 	var ev *event.Event
-	if event.IsStructuredCloudEvent(ct) {
+	if structured {
 		ev, err = event.ParseStructuredCloudEvent(body, a.cfg.Service, a.now())
 		if err != nil {
 			return nil, http.StatusBadRequest, "malformed_cloudevent", err
@@ -163,6 +171,8 @@ func (a *api) readEvent(w http.ResponseWriter, r *http.Request, topic string) (*
 		}
 		if ev.ContentType == "" {
 			ev.ContentType = event.DefaultContentType
+		} else if err := event.ValidateContentType("Content-Type", ct); err != nil {
+			return nil, http.StatusBadRequest, "invalid_header", err
 		}
 		for _, h := range []struct {
 			name string
@@ -186,6 +196,14 @@ func (a *api) readEvent(w http.ResponseWriter, r *http.Request, topic string) (*
 			}
 			*h.dst = v
 		}
+	}
+	// Last guard: every attribute that becomes a delivery header must be
+	// sendable, or the event would fail every attempt and hold its topic.
+	if err := ev.Validate(); err != nil {
+		if structured {
+			return nil, http.StatusBadRequest, "malformed_cloudevent", err
+		}
+		return nil, http.StatusBadRequest, "invalid_header", err
 	}
 	return ev, 0, "", nil
 }

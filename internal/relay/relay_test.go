@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/fogis-sidecar/sidecar/internal/eventually"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/fogis-sidecar/sidecar/internal/event"
+	"github.com/fogis-sidecar/sidecar/internal/eventually"
 	"github.com/fogis-sidecar/sidecar/internal/spool"
 )
 
@@ -19,17 +20,27 @@ import (
 type fakeLog struct {
 	mu        sync.Mutex
 	down      bool
-	hang      bool // down by not answering: publishes wait for their deadline
+	hang      bool            // down by not answering: publishes wait for their deadline
+	reject    map[string]bool // topics Redis refuses (WRONGTYPE)
 	ids       []string
 	uncertain []string
+	commits   int
 }
+
+// errRejected stands for a key-level Redis refusal (WRONGTYPE).
+var errRejected = errors.New("WRONGTYPE Operation against a key holding the wrong kind of value")
+
+func isRejected(err error) bool { return errors.Is(err, errRejected) }
 
 func (f *fakeLog) set(down, hang bool) { f.mu.Lock(); f.down, f.hang = down, hang; f.mu.Unlock() }
 
-func (f *fakeLog) take(ctx context.Context, ev *event.Event, uncertain bool) (event.Receipt, error) {
+func (f *fakeLog) take(ctx context.Context, topic string, ev *event.Event, uncertain bool) (event.Receipt, error) {
 	f.mu.Lock()
-	down, hang := f.down, f.hang
+	down, hang, reject := f.down, f.hang, f.reject[topic]
 	f.mu.Unlock()
+	if reject && !down && !hang {
+		return event.Receipt{}, fmt.Errorf("xadd sidecar:{%s}: %w", topic, errRejected)
+	}
 	if hang {
 		<-ctx.Done()
 		return event.Receipt{}, ctx.Err()
@@ -47,11 +58,18 @@ func (f *fakeLog) take(ctx context.Context, ev *event.Event, uncertain bool) (ev
 }
 
 func (f *fakeLog) Publish(ctx context.Context, topic string, ev *event.Event) (event.Receipt, error) {
-	return f.take(ctx, ev, false)
+	return f.take(ctx, topic, ev, false)
 }
 
 func (f *fakeLog) PublishDrained(ctx context.Context, topic string, ev *event.Event, uncertain bool) (event.Receipt, error) {
-	return f.take(ctx, ev, uncertain)
+	return f.take(ctx, topic, ev, uncertain)
+}
+
+func (f *fakeLog) Committed(ctx context.Context, topic string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.commits++
+	return nil
 }
 
 func (f *fakeLog) got() []string {
@@ -62,11 +80,11 @@ func (f *fakeLog) got() []string {
 
 func newRelay(t *testing.T, log *fakeLog, opts spool.Options) (*Relay, func()) {
 	t.Helper()
-	sp, err := spool.Open(t.TempDir(), opts, zerolog.Nop())
+	sp, err := spool.OpenSet(t.TempDir(), opts, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := New(log, sp, 50*time.Millisecond, nil, zerolog.Nop())
+	r := New(log, sp, 50*time.Millisecond, Options{Rejected: isRejected}, zerolog.Nop())
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = r.Run(ctx); close(done) }()
@@ -77,7 +95,12 @@ func newRelay(t *testing.T, log *fakeLog, opts spool.Options) (*Relay, func()) {
 
 func pub(t *testing.T, r *Relay, i int) event.Receipt {
 	t.Helper()
-	rc, err := r.Publish(context.Background(), "t", &event.Event{ID: fmt.Sprintf("e%03d", i), Time: time.Now(), Data: []byte("x")})
+	return pubTo(t, r, "t", i)
+}
+
+func pubTo(t *testing.T, r *Relay, topic string, i int) event.Receipt {
+	t.Helper()
+	rc, err := r.Publish(context.Background(), topic, &event.Event{ID: fmt.Sprintf("e%03d", i), Time: time.Now(), Data: []byte("x")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,15 +186,15 @@ func TestSpoolFullIsAnErrorWithCode(t *testing.T) {
 
 func TestLeftoverSpoolDrainsFirstAfterRestart(t *testing.T) {
 	dir := t.TempDir()
-	sp, _ := spool.Open(dir, spool.Options{}, zerolog.Nop())
+	sp, _ := spool.OpenSet(dir, spool.Options{}, zerolog.Nop())
 	for i := range 3 {
 		sp.Append("t", &event.Event{ID: fmt.Sprintf("old%d", i), Time: time.Now()}, 0)
 	}
 	sp.Close()
-	sp, _ = spool.Open(dir, spool.Options{}, zerolog.Nop())
+	sp, _ = spool.OpenSet(dir, spool.Options{}, zerolog.Nop())
 	defer sp.Close()
 	log := &fakeLog{}
-	r := New(log, sp, 50*time.Millisecond, nil, zerolog.Nop())
+	r := New(log, sp, 50*time.Millisecond, Options{}, zerolog.Nop())
 	if !r.Spooling() {
 		t.Fatal("a relay over a non-empty spool must spool new publishes behind it")
 	}
@@ -182,5 +205,113 @@ func TestLeftoverSpoolDrainsFirstAfterRestart(t *testing.T) {
 	eventually.True(t, 5*time.Second, "drained", func() bool { return len(log.got()) == 4 })
 	if got := log.got(); fmt.Sprint(got) != "[old0 old1 old2 e009]" {
 		t.Fatalf("got %v", got)
+	}
+}
+
+// A spool written by a version with one spool for all topics is moved into
+// the per-topic spools on open, in order, and drained.
+func TestSingleSpoolOfAnOlderVersionIsMigrated(t *testing.T) {
+	dir := t.TempDir()
+	old, err := spool.Open(dir, spool.Options{}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 4 {
+		old.Append([]string{"a", "b"}[i%2], &event.Event{ID: fmt.Sprintf("old%d", i), Time: time.Now()}, 0)
+	}
+	old.Close()
+	sp, err := spool.OpenSet(dir, spool.Options{}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Close()
+	if got := fmt.Sprint(sp.Topics()); got != "[a b]" {
+		t.Fatalf("topics after migration: got %s, want [a b]", got)
+	}
+	log := &fakeLog{}
+	r := New(log, sp, 50*time.Millisecond, Options{}, zerolog.Nop())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.Run(ctx)
+	eventually.True(t, 5*time.Second, "drained", func() bool { return len(log.got()) == 4 })
+	pos := map[string]int{}
+	for i, id := range log.got() {
+		pos[id] = i
+	}
+	if pos["old0"] > pos["old2"] || pos["old1"] > pos["old3"] {
+		t.Fatalf("per-topic order lost in migration: %v", log.got())
+	}
+	// A second open finds nothing left to move.
+	sp.Close()
+	again, err := spool.OpenSet(dir, spool.Options{}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	if st := again.Stats(); st.Events != 0 {
+		t.Fatalf("after the drain and a reopen: %d events, want 0", st.Events)
+	}
+}
+
+// A key Redis refuses fails its publish at once with redis_rejected —
+// nothing spooled — and publishing to other topics is untouched.
+func TestRejectedPublishFailsAtOnceUnspooled(t *testing.T) {
+	log := &fakeLog{reject: map[string]bool{"bad": true}}
+	r, _ := newRelay(t, log, spool.Options{})
+	_, err := r.Publish(context.Background(), "bad", &event.Event{ID: "x", Time: time.Now()})
+	var coded interface{ Code() string }
+	if !errors.As(err, &coded) || coded.Code() != "redis_rejected" {
+		t.Fatalf("publish to a refused key: got %v, want code redis_rejected", err)
+	}
+	if r.Spooling() || r.Stats().Spool.Events != 0 {
+		t.Fatalf("a rejected publish was spooled: %+v", r.Stats())
+	}
+	for i := range 5 {
+		if rc := pubTo(t, r, "good", i); rc.Spooled {
+			t.Fatalf("publish %d to another topic: got %+v, want direct", i, rc)
+		}
+	}
+}
+
+// Events spooled during an outage for a topic Redis then refuses stay on
+// disk and are reported; every other topic drains and goes direct again.
+func TestStuckTopicHoldsBackOnlyItself(t *testing.T) {
+	log := &fakeLog{}
+	r, _ := newRelay(t, log, spool.Options{})
+	log.set(true, false)
+	for i := range 3 {
+		pubTo(t, r, "bad", i)
+		pubTo(t, r, "good", 10+i)
+	}
+	log.mu.Lock()
+	log.reject = map[string]bool{"bad": true}
+	log.mu.Unlock()
+	log.set(false, false)
+	eventually.True(t, 5*time.Second, "good drained and direct again", func() bool {
+		return len(log.got()) == 3 && !r.state("good").spooling.Load()
+	})
+	if rc := pubTo(t, r, "good", 20); rc.Spooled {
+		t.Fatal("good still spooling behind bad")
+	}
+	if rc := pubTo(t, r, "bad", 21); !rc.Spooled {
+		t.Fatalf("bad: got %+v, want spooled behind its stuck events (order)", rc)
+	}
+	eventually.True(t, 5*time.Second, "bad reported stalled", func() bool {
+		st := r.Stalled()
+		return len(st) == 1 && strings.Contains(st[0], "topic bad") && strings.Contains(st[0], "WRONGTYPE")
+	})
+	if st := r.Stats(); st.Spool.Events != 4 || len(st.Topics) != 1 || st.Topics[0].Topic != "bad" {
+		t.Fatalf("stats: got %+v, want bad's 4 events waiting", st)
+	}
+	// The key is fixed: bad drains in order.
+	log.mu.Lock()
+	log.reject = nil
+	log.mu.Unlock()
+	eventually.True(t, 10*time.Second, "bad drained", func() bool { return len(log.got()) == 8 })
+	if got := fmt.Sprint(log.got()[4:]); got != "[e000 e001 e002 e021]" {
+		t.Fatalf("bad's order: got %s", got)
+	}
+	if len(r.Stalled()) != 0 {
+		t.Fatalf("stalled after the fix: %v", r.Stalled())
 	}
 }

@@ -3,6 +3,7 @@ package stream
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -52,8 +53,11 @@ func (p *Publisher) Run(ctx context.Context) error {
 	}
 }
 
-// execBatch sends one pipeline. It is bounded by the earliest deadline in
-// the batch, so a stalled Redis fails every publish in it within its timeout.
+// execBatch sends one pipeline per node (one in all but Cluster), each
+// ending in WAIT when replicas are required. It is bounded by the earliest
+// deadline in the batch, so a stalled Redis fails every publish in it within
+// its timeout. On Cluster the nodes are written in parallel, so a dead
+// shard delays only its own topics.
 func (p *Publisher) execBatch(batch []*xaddReq) {
 	live := batch[:0]
 	deadline := time.Now().Add(time.Hour)
@@ -72,17 +76,61 @@ func (p *Publisher) execBatch(batch []*xaddReq) {
 	}
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
-	cmds := make([]*redis.StringCmd, len(live))
-	_, err := p.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
-		for i, r := range live {
+	if _, cluster := p.rdb.(*redis.ClusterClient); !cluster {
+		p.execOn(ctx, p.rdb, live)
+		return
+	}
+	groups := map[redis.Cmdable][]*xaddReq{}
+	var order []redis.Cmdable
+	for _, r := range live {
+		c, err := p.node(ctx, r.args.Stream)
+		if err != nil {
+			r.done <- xaddRes{err: err}
+			continue
+		}
+		if _, seen := groups[c]; !seen {
+			order = append(order, c)
+		}
+		groups[c] = append(groups[c], r)
+	}
+	var wg sync.WaitGroup
+	for _, c := range order {
+		wg.Go(func() { p.execOn(ctx, c, groups[c]) })
+	}
+	wg.Wait()
+}
+
+// execOn sends reqs to c in one pipeline, in order, then WAITs for the
+// required replicas; every publish in it fails with ErrNotReplicated when
+// they did not all reach them in time.
+func (p *Publisher) execOn(ctx context.Context, c redis.Cmdable, reqs []*xaddReq) {
+	need := p.replicas.needed(ctx, c, p.opts.MinReplicas)
+	cmds := make([]*redis.StringCmd, len(reqs))
+	var acked *redis.Cmd
+	_, err := c.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		for i, r := range reqs {
 			cmds[i] = pipe.XAdd(ctx, r.args)
+		}
+		if need > 0 {
+			acked = wait(ctx, pipe, need)
 		}
 		return nil
 	})
-	for i, r := range live {
+	p.observeError(err)
+	var replErr error
+	if acked != nil && acked.Err() == nil && replicated(acked) < int64(need) {
+		replErr = fmt.Errorf("%d of %d replicas: %w", replicated(acked), need, ErrNotReplicated)
+	}
+	for i, r := range reqs {
 		id, cerr := cmds[i].Result()
-		if cerr == nil && err != nil && id == "" {
+		switch {
+		case cerr == nil && err != nil && id == "":
 			cerr = err
+		case cerr == nil && acked != nil && acked.Err() != nil:
+			// No answer to WAIT: the write may or may not be replicated.
+			cerr = fmt.Errorf("wait: %v: %w", acked.Err(), ErrNotReplicated)
+		case cerr == nil && replErr != nil:
+			cerr = replErr
 		}
 		if cerr != nil {
 			cerr = fmt.Errorf("xadd %s: %w", r.args.Stream, cerr)
@@ -105,11 +153,14 @@ func (p *Publisher) failQueued(err error) {
 // xadd appends through the batcher when it runs, else directly.
 func (p *Publisher) xadd(ctx context.Context, args *redis.XAddArgs) (string, error) {
 	if !p.batching.Load() {
-		id, err := p.rdb.XAdd(ctx, args).Result()
+		c, err := p.node(ctx, args.Stream)
 		if err != nil {
-			return "", fmt.Errorf("xadd %s: %w", args.Stream, err)
+			return "", err
 		}
-		return id, nil
+		r := &xaddReq{ctx: ctx, args: args, done: make(chan xaddRes, 1)}
+		p.execOn(ctx, c, []*xaddReq{r})
+		res := <-r.done
+		return res.id, res.err
 	}
 	r := &xaddReq{ctx: ctx, args: args, done: make(chan xaddRes, 1)}
 	select {

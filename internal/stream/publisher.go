@@ -2,9 +2,10 @@ package stream
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -14,55 +15,70 @@ import (
 	"github.com/fogis-sidecar/sidecar/internal/event"
 )
 
-// Retention bounds every topic stream on each append.
+// Retention bounds every topic stream (applied by the Trimmer, never past
+// an entry some consumer group has not acknowledged).
 type Retention struct {
 	MaxLen int64         // approximate MAXLEN; 0 = none
 	MaxAge time.Duration // approximate MINID now-MaxAge; 0 = none
 }
 
+// AutoReplicas asks for replicated acknowledgement whenever the master has a
+// connected replica: 1 then, else 0.
+const AutoReplicas = -1
+
+// PublisherOptions configure a Publisher.
+type PublisherOptions struct {
+	// IdempotencyTTL is how long an Idempotency-Key is remembered.
+	IdempotencyTTL time.Duration
+	// MinReplicas is how many replicas must have a write (WAIT) before it is
+	// acknowledged; AutoReplicas (the default when negative) means 1 when
+	// the master reports an online replica, else 0.
+	MinReplicas int
+	// DrainID names this sidecar's spool in the drain dedup keys, so two
+	// sidecars draining into one topic never share them.
+	DrainID string
+	// Touched, when set, is told every topic written to (the Trimmer).
+	Touched func(topic string)
+}
+
 // Publisher appends events to topic streams.
 type Publisher struct {
-	rdb       redis.UniversalClient
-	retention Retention
-	idemTTL   time.Duration
-	log       zerolog.Logger
-	now       func() time.Time
+	rdb  redis.UniversalClient
+	opts PublisherOptions
+	log  zerolog.Logger
 
 	reqs     chan *xaddReq // to the batcher (Run)
 	batching atomic.Bool
+
+	replicas replicaCache
+	// lastReload rate-limits cluster slot-map refreshes (unix nanos).
+	lastReload atomic.Int64
 }
 
-// NewPublisher returns a Publisher; idemTTL is how long an Idempotency-Key is remembered.
-func NewPublisher(rdb redis.UniversalClient, retention Retention, idemTTL time.Duration, log zerolog.Logger) *Publisher {
-	return &Publisher{rdb: rdb, retention: retention, idemTTL: idemTTL, log: log, now: time.Now, reqs: make(chan *xaddReq, 4*maxBatch)}
-}
-
-// trim returns the XADD trim clause: kind ("MAXLEN", "MINID" or "") and threshold.
-func (p *Publisher) trim() (string, string) {
-	switch {
-	case p.retention.MaxAge > 0:
-		return "MINID", strconv.FormatInt(p.now().Add(-p.retention.MaxAge).UnixMilli(), 10)
-	case p.retention.MaxLen > 0:
-		return "MAXLEN", strconv.FormatInt(p.retention.MaxLen, 10)
+// NewPublisher returns a Publisher.
+func NewPublisher(rdb redis.UniversalClient, opts PublisherOptions, log zerolog.Logger) *Publisher {
+	if opts.MinReplicas < 0 {
+		opts.MinReplicas = AutoReplicas
 	}
-	return "", ""
+	if opts.DrainID == "" {
+		opts.DrainID = "default"
+	}
+	if opts.Touched == nil {
+		opts.Touched = func(string) {}
+	}
+	return &Publisher{rdb: rdb, opts: opts, log: log, reqs: make(chan *xaddReq, 4*maxBatch),
+		replicas: replicaCache{nodes: map[string]replicaCount{}, log: log}}
 }
 
 // Publish appends ev to the topic's stream. With ev.IdempotencyKey set, a
 // key seen within the window returns the first publish's receipt and
 // appends nothing (atomically, in one script).
 func (p *Publisher) Publish(ctx context.Context, topic string, ev *event.Event) (event.Receipt, error) {
+	p.opts.Touched(topic)
 	if ev.IdempotencyKey != "" {
 		return p.publishOnce(ctx, topic, ev, ev.IdempotencyKey)
 	}
-	args := &redis.XAddArgs{Stream: Key(topic), Values: ev.Values(), Approx: true}
-	switch kind, threshold := p.trim(); kind {
-	case "MINID":
-		args.MinID = threshold
-	case "MAXLEN":
-		args.MaxLen = p.retention.MaxLen
-	}
-	id, err := p.xadd(ctx, args)
+	id, err := p.xadd(ctx, &redis.XAddArgs{Stream: Key(topic), Values: ev.Values()})
 	if err != nil {
 		return event.Receipt{}, err
 	}
@@ -70,28 +86,53 @@ func (p *Publisher) Publish(ctx context.Context, topic string, ev *event.Event) 
 }
 
 // publishOnceScript: KEYS[1] stream, KEYS[2] idempotency key;
-// ARGV[1] trim kind or "", ARGV[2] threshold, ARGV[3] ttl ms, ARGV[4] event id, ARGV[5..] fields.
+// ARGV[1] ttl ms, ARGV[2] event id, ARGV[3..] fields.
 // Returns {1, "<event id> <stream id>"} for a new event, {0, same} for a replay.
 var publishOnceScript = redis.NewScript(`
 local prev = redis.call('GET', KEYS[2])
 if prev then return {0, prev} end
-local args = {'XADD', KEYS[1]}
-if ARGV[1] ~= '' then
-  args[#args+1] = ARGV[1]; args[#args+1] = '~'; args[#args+1] = ARGV[2]
-end
-args[#args+1] = '*'
-for i = 5, #ARGV do args[#args+1] = ARGV[i] end
+local args = {'XADD', KEYS[1], '*'}
+for i = 3, #ARGV do args[#args+1] = ARGV[i] end
 local sid = redis.call(unpack(args))
-local val = ARGV[4] .. ' ' .. sid
-redis.call('SET', KEYS[2], val, 'PX', ARGV[3])
+local val = ARGV[2] .. ' ' .. sid
+redis.call('SET', KEYS[2], val, 'PX', ARGV[1])
 return {1, val}
 `)
 
-// PublishDrained appends an event replayed from the spool. It may be
-// replayed more than once (a crash between XADD and the spool's ack), so it
-// is idempotent by event id (or by the publisher's Idempotency-Key). An
-// uncertain event — spooled after a timed-out XADD that Redis may still
-// have applied — is first looked for among the stream's newest entries.
+// drainScript appends one spooled event at most once per drain batch.
+// KEYS[1] stream, KEYS[2] the drain set (event ids this spool appended since
+// its last durable acknowledgement), KEYS[3] the Idempotency-Key's key or
+// absent; ARGV[1] ttl ms of KEYS[3], ARGV[2] event id, ARGV[3] ttl ms of
+// the drain set, ARGV[4..] fields. Returns {1, stream id} when appended,
+// {0, "<event id> <stream id>"|""} when it was already.
+var drainScript = redis.NewScript(`
+if redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 1 then return {0, ''} end
+if KEYS[3] then
+  local prev = redis.call('GET', KEYS[3])
+  if prev then return {0, prev} end
+end
+local args = {'XADD', KEYS[1], '*'}
+for i = 4, #ARGV do args[#args+1] = ARGV[i] end
+local sid = redis.call(unpack(args))
+redis.call('SADD', KEYS[2], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+if KEYS[3] then redis.call('SET', KEYS[3], ARGV[2] .. ' ' .. sid, 'PX', ARGV[1]) end
+return {1, sid}
+`)
+
+// drainSetTTL keeps a drain set across a long stop: it holds only the ids
+// of one unacknowledged drain batch per topic, so it stays small.
+const drainSetTTL = 30 * 24 * time.Hour
+
+// PublishDrained appends an event replayed from the spool. The relay drains
+// a topic in batches and calls Committed after each before it acknowledges
+// the batch in the spool; a crash in between replays the batch, and the
+// drain set (ids appended since the last commit) makes that add nothing.
+// An uncertain event — spooled after a write that may still have landed
+// (a timeout, or one not replicated in time) — is first looked for among the
+// stream's newest entries. A publisher's Idempotency-Key is honoured too.
+// What this leaves in Redis: nothing per event but the Idempotency-Key's own
+// key (as for a direct publish); the drain set is emptied by Committed.
 func (p *Publisher) PublishDrained(ctx context.Context, topic string, ev *event.Event, uncertain bool) (event.Receipt, error) {
 	if uncertain {
 		sid, err := p.findRecent(ctx, topic, ev.ID)
@@ -102,11 +143,78 @@ func (p *Publisher) PublishDrained(ctx context.Context, topic string, ev *event.
 			return event.Receipt{ID: ev.ID, Topic: topic, StreamID: sid, Duplicate: true}, nil
 		}
 	}
-	key := ev.IdempotencyKey
-	if key == "" {
-		key = "\x00event-id:" + ev.ID // cannot collide with a client's printable key
+	p.opts.Touched(topic)
+	keys := []string{Key(topic), p.drainSetKey(topic)}
+	if ev.IdempotencyKey != "" {
+		keys = append(keys, idemKey(topic, ev.IdempotencyKey))
 	}
-	return p.publishOnce(ctx, topic, ev, key)
+	vals := ev.Values()
+	argv := make([]any, 0, 3+len(vals))
+	argv = append(argv, p.opts.IdempotencyTTL.Milliseconds(), ev.ID, drainSetTTL.Milliseconds())
+	argv = append(argv, vals...)
+	c, err := p.node(ctx, Key(topic))
+	if err != nil {
+		return event.Receipt{}, err
+	}
+	res, err := drainScript.Run(ctx, c, keys, argv...).Slice()
+	if err != nil {
+		p.observeError(err)
+		return event.Receipt{}, fmt.Errorf("drain xadd %s: %w", Key(topic), err)
+	}
+	if len(res) != 2 {
+		return event.Receipt{}, fmt.Errorf("drain xadd %s: unexpected reply %v", Key(topic), res)
+	}
+	fresh, _ := res[0].(int64)
+	val, _ := res[1].(string)
+	if fresh == 1 {
+		return event.Receipt{ID: ev.ID, Topic: topic, StreamID: val}, nil
+	}
+	id, sid, _ := strings.Cut(val, " ")
+	if id == "" {
+		id = ev.ID
+	}
+	return event.Receipt{ID: id, Topic: topic, StreamID: sid, Duplicate: true}, nil
+}
+
+// Committed ends a drain batch of topic: it waits until the batch's writes
+// reached the required replicas (ErrNotReplicated when not: keep the batch
+// in the spool and drain it again — the drain set makes that idempotent),
+// then empties the drain set. Call it before acknowledging the batch in the
+// spool.
+func (p *Publisher) Committed(ctx context.Context, topic string) error {
+	c, err := p.node(ctx, Key(topic))
+	if err != nil {
+		return err
+	}
+	set := p.drainSetKey(topic)
+	if need := p.replicas.needed(ctx, c, p.opts.MinReplicas); need > 0 {
+		// WAIT covers the writes made on its own connection: a write here,
+		// after every write of the batch, makes it cover them all
+		// (replication is one ordered stream).
+		var acked *redis.Cmd
+		_, err := c.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+			pipe.PExpire(ctx, set, drainSetTTL)
+			pipe.Set(ctx, set+":mark", time.Now().UnixNano(), drainSetTTL)
+			acked = wait(ctx, pipe, need)
+			return nil
+		})
+		if err != nil {
+			p.observeError(err)
+			return fmt.Errorf("drain commit %s: %w", Key(topic), err)
+		}
+		if n := replicated(acked); n < int64(need) {
+			return fmt.Errorf("drain commit %s: %d of %d replicas: %w", Key(topic), n, need, ErrNotReplicated)
+		}
+	}
+	if err := c.Del(ctx, set, set+":mark").Err(); err != nil {
+		p.observeError(err)
+		return fmt.Errorf("drain commit %s: %w", Key(topic), err)
+	}
+	return nil
+}
+
+func (p *Publisher) drainSetKey(topic string) string {
+	return Key(topic) + ":drain:" + p.opts.DrainID
 }
 
 // recentWindow is how many of a stream's newest entries findRecent reads.
@@ -117,6 +225,7 @@ const recentWindow = 1000
 func (p *Publisher) findRecent(ctx context.Context, topic, eventID string) (string, error) {
 	msgs, err := p.rdb.XRevRangeN(ctx, Key(topic), "+", "-", recentWindow).Result()
 	if err != nil {
+		p.observeError(err)
 		return "", fmt.Errorf("xrevrange %s: %w", Key(topic), err)
 	}
 	for _, m := range msgs {
@@ -128,12 +237,16 @@ func (p *Publisher) findRecent(ctx context.Context, topic, eventID string) (stri
 }
 
 func (p *Publisher) publishOnce(ctx context.Context, topic string, ev *event.Event, key string) (event.Receipt, error) {
-	kind, threshold := p.trim()
 	vals := ev.Values()
-	argv := make([]any, 0, 4+len(vals))
-	argv = append(argv, kind, threshold, p.idemTTL.Milliseconds(), ev.ID)
+	argv := make([]any, 0, 2+len(vals))
+	argv = append(argv, p.opts.IdempotencyTTL.Milliseconds(), ev.ID)
 	argv = append(argv, vals...)
-	res, err := publishOnceScript.Run(ctx, p.rdb, []string{Key(topic), idemKey(topic, key)}, argv...).Slice()
+	keys := []string{Key(topic), idemKey(topic, key)}
+	c, err := p.node(ctx, Key(topic))
+	if err != nil {
+		return event.Receipt{}, err
+	}
+	res, err := p.runReplicated(ctx, c, publishOnceScript, keys, argv)
 	if err != nil {
 		return event.Receipt{}, fmt.Errorf("idempotent xadd %s: %w", Key(topic), err)
 	}
@@ -150,4 +263,191 @@ func (p *Publisher) publishOnce(ctx context.Context, topic string, ev *event.Eve
 		p.log.Debug().Str("topic", topic).Str("event_id", id).Msg("idempotent replay")
 	}
 	return event.Receipt{ID: id, Topic: topic, StreamID: sid, Duplicate: fresh == 0}, nil
+}
+
+// runReplicated runs a script and, when replicas are required, WAITs for
+// them on the same connection.
+func (p *Publisher) runReplicated(ctx context.Context, c redis.Cmdable, s *redis.Script, keys []string, argv []any) ([]any, error) {
+	need := p.replicas.needed(ctx, c, p.opts.MinReplicas)
+	if need == 0 {
+		res, err := s.Run(ctx, c, keys, argv...).Slice()
+		p.observeError(err)
+		return res, err
+	}
+	for try := 0; ; try++ {
+		var (
+			run   *redis.Cmd
+			acked *redis.Cmd
+		)
+		_, err := c.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+			run = s.EvalSha(ctx, pipe, keys, argv...)
+			acked = wait(ctx, pipe, need)
+			return nil
+		})
+		if rerr := run.Err(); rerr != nil && redis.HasErrorPrefix(rerr, "NOSCRIPT") && try == 0 {
+			if err := s.Load(ctx, c).Err(); err != nil {
+				p.observeError(err)
+				return nil, err
+			}
+			continue
+		}
+		if err := run.Err(); err != nil {
+			p.observeError(err)
+			return nil, err
+		}
+		if err != nil {
+			p.observeError(err)
+			return nil, err
+		}
+		if n := replicated(acked); n < int64(need) {
+			return nil, fmt.Errorf("%d of %d replicas: %w", n, need, ErrNotReplicated)
+		}
+		return run.Slice()
+	}
+}
+
+// node is the client to send a topic's writes through: the client itself,
+// or on Cluster the master of the key's slot (so WAIT runs on the
+// connection that made the write).
+func (p *Publisher) node(ctx context.Context, key string) (redis.Cmdable, error) {
+	cc, ok := p.rdb.(*redis.ClusterClient)
+	if !ok {
+		return p.rdb, nil
+	}
+	c, err := cc.MasterForKey(ctx, key)
+	if err != nil {
+		p.observeError(err)
+		return nil, fmt.Errorf("cluster master for %s: %w", key, err)
+	}
+	return c, nil
+}
+
+// reloadEvery rate-limits cluster slot-map refreshes.
+const reloadEvery = 250 * time.Millisecond
+
+// observeError reacts to a failed write: on Cluster, a connection error,
+// a timeout or a redirect means the slot map may be stale (a master died
+// and its replica took over): refresh it now rather than on go-redis's own
+// schedule, so publishing follows a failover within seconds.
+func (p *Publisher) observeError(err error) {
+	if err == nil || errors.Is(err, redis.Nil) || IsRejected(err) {
+		return
+	}
+	RefreshClusterState(p.rdb, &p.lastReload)
+}
+
+// RefreshClusterState asks a Cluster client to reload its slot map, at most
+// once per reloadEvery (last holds the time of the previous reload). It
+// does nothing for other clients.
+func RefreshClusterState(rdb redis.UniversalClient, last *atomic.Int64) {
+	cc, ok := rdb.(*redis.ClusterClient)
+	if !ok {
+		return
+	}
+	now := time.Now().UnixNano()
+	prev := last.Load()
+	if now-prev < int64(reloadEvery) || !last.CompareAndSwap(prev, now) {
+		return
+	}
+	cc.ReloadState(context.Background())
+}
+
+// waitTimeout is WAIT's own timeout: most of what is left of ctx, so a
+// missing replica is reported as ErrNotReplicated before the publish times
+// out. WAIT 0 would block forever: never less than a millisecond.
+func waitTimeout(ctx context.Context) time.Duration {
+	d := 500 * time.Millisecond
+	if dl, ok := ctx.Deadline(); ok {
+		d = time.Until(dl) * 3 / 4
+	}
+	return max(d, time.Millisecond).Truncate(time.Millisecond) + time.Millisecond
+}
+
+// wait queues WAIT need <timeout> on pipe (go-redis's Pipeliner lacks Wait).
+func wait(ctx context.Context, pipe redis.Pipeliner, need int) *redis.Cmd {
+	return pipe.Do(ctx, "WAIT", need, waitTimeout(ctx).Milliseconds())
+}
+
+// replicated is how many replicas a WAIT reported (0 on error).
+func replicated(c *redis.Cmd) int64 {
+	n, _ := c.Int64()
+	return n
+}
+
+// replicaCount is a node's online replicas, as last read.
+type replicaCount struct {
+	n  int
+	at time.Time
+}
+
+// replicaCache remembers, per node, how many replicas it reports, read
+// from INFO replication at most once a second.
+type replicaCache struct {
+	mu     sync.Mutex
+	nodes  map[string]replicaCount
+	warned bool
+	log    zerolog.Logger
+}
+
+// replicaCheckEvery bounds how stale the replica count may be.
+const replicaCheckEvery = time.Second
+
+// needed is how many replicas a write on c must reach: min (when fixed),
+// or under AutoReplicas 1 if c's master reports an online replica.
+func (rc *replicaCache) needed(ctx context.Context, c redis.Cmdable, min int) int {
+	if min >= 0 {
+		return min
+	}
+	addr := nodeAddr(c)
+	rc.mu.Lock()
+	cur, ok := rc.nodes[addr]
+	rc.mu.Unlock()
+	if ok && time.Since(cur.at) < replicaCheckEvery {
+		return cur.n
+	}
+	info, err := c.Info(ctx, "replication").Result()
+	n := 0
+	if err == nil {
+		n = onlineReplicas(info)
+	}
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if err != nil {
+		if ok {
+			return cur.n // keep the last reading through a failed look
+		}
+		if !rc.warned {
+			rc.warned = true
+			rc.log.Warn().Err(err).Msg("cannot read INFO replication: publishes are acknowledged without waiting for replicas (set redis.min_replicas to require them)")
+		}
+		return 0
+	}
+	rc.nodes[addr] = replicaCount{n: min1(n), at: time.Now()}
+	return min1(n)
+}
+
+func min1(n int) int {
+	if n > 0 {
+		return 1
+	}
+	return 0
+}
+
+// nodeAddr names the node c talks to, for the cache.
+func nodeAddr(c redis.Cmdable) string {
+	if cl, ok := c.(*redis.Client); ok {
+		return cl.Options().Addr
+	}
+	return ""
+}
+
+// onlineReplicas counts "slaveN:…,state=online,…" lines of INFO replication.
+func onlineReplicas(info string) int {
+	n := 0
+	for _, line := range strings.Split(info, "\n") {
+		if strings.HasPrefix(line, "slave") && strings.Contains(line, "state=online") {
+			n++
+		}
+	}
+	return n
 }

@@ -110,7 +110,7 @@ func setup(t *testing.T, start func(testing.TB) *redistest.Server, prefix string
 	t.Helper()
 	srv := start(t)
 	rdb := srv.Client(t)
-	return srv, rdb, redistest.UniqueTopic(t, prefix), NewPublisher(rdb, r, time.Minute, zerolog.Nop())
+	return srv, rdb, redistest.UniqueTopic(t, prefix), NewPublisher(rdb, PublisherOptions{IdempotencyTTL: time.Minute, MinReplicas: AutoReplicas}, zerolog.Nop())
 }
 
 func publishN(t *testing.T, p *Publisher, topic string, n int) []string {
@@ -174,15 +174,6 @@ func TestIdempotencyKeyPublishesOnce(t *testing.T) {
 	}
 	if n := rdb.XLen(context.Background(), Key(topic)).Val(); n != 2 {
 		t.Fatalf("stream length: got %d, want 2", n)
-	}
-}
-
-func TestRetentionMaxLen(t *testing.T) {
-	_, rdb, topic, p := setup(t, redistest.Start, "trim", Retention{MaxLen: 10})
-	publishN(t, p, topic, 500)
-	// Approximate trimming keeps whole macro nodes (100 entries by default).
-	if n := rdb.XLen(context.Background(), Key(topic)).Val(); n >= 500 || n < 10 {
-		t.Fatalf("stream length after 500 appends with MAXLEN ~10: got %d", n)
 	}
 }
 
@@ -423,8 +414,15 @@ func TestPublishDrainedIsIdempotentByEventID(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r2.StreamID != r1.StreamID || !r2.Duplicate {
-		t.Fatalf("replayed drain: got %+v after %+v, want the same entry", r2, r1)
+	if !r2.Duplicate || r1.Duplicate || r1.StreamID == "" {
+		t.Fatalf("replayed drain: got %+v after %+v, want a duplicate", r2, r1)
+	}
+	// The batch is committed: its drain set is emptied, nothing is left behind.
+	if err := p.Committed(ctx, topic); err != nil {
+		t.Fatal(err)
+	}
+	if n := rdb.Exists(ctx, Key(topic)+":drain:default", Key(topic)+":drain:default:mark").Val(); n != 0 {
+		t.Fatalf("drain keys left after commit: %d, want 0", n)
 	}
 	// An uncertain record whose timed-out XADD did land is found, not re-added.
 	landed := newEvent("landed")
@@ -496,3 +494,106 @@ func TestRedeliveryAfterRestartContinuesAttemptCount(t *testing.T) {
 		t.Fatalf("attempt after a restart: got %d, want 2", a)
 	}
 }
+
+// With a replica attached, a publish is acknowledged only once the replica
+// has it (WAIT): a replica that stops answering turns publishes into
+// ErrNotReplicated — uncertain, so the relay spools them — instead of
+// acknowledging writes a failover could drop.
+func TestPublishWaitsForAReplica(t *testing.T) {
+	master := redistest.StartProcess(t)
+	host, port, _ := strings.Cut(master.Addr, ":")
+	replica := redistest.StartProcessWith(t, 0, "--replicaof", host, port)
+	rdb := master.Client(t)
+	ctx := context.Background()
+	eventually.True(t, 10*time.Second, "replica online", func() bool {
+		info, err := rdb.Info(ctx, "replication").Result()
+		return err == nil && onlineReplicas(info) == 1
+	})
+	topic := redistest.UniqueTopic(t, "wait")
+	p := NewPublisher(rdb, PublisherOptions{IdempotencyTTL: time.Minute, MinReplicas: AutoReplicas}, zerolog.Nop())
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go p.Run(pctx) // the batcher: XADDs and their WAIT share a pipeline
+	publish := func(ev *event.Event) error {
+		c, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		defer cancel()
+		_, err := p.Publish(c, topic, ev)
+		return err
+	}
+	keyed := newEvent("keyed")
+	keyed.IdempotencyKey = "k1"
+	for _, ev := range []*event.Event{newEvent("a"), keyed} {
+		if err := publish(ev); err != nil {
+			t.Fatalf("publish %q with the replica up: %v", ev.Data, err)
+		}
+	}
+	if n, err := replica.Client(t).XLen(ctx, Key(topic)).Result(); err != nil || n != 2 {
+		t.Fatalf("replica's stream length right after the acknowledgements: got %d (%v), want 2", n, err)
+	}
+	replica.Stop()
+	defer replica.Cont()
+	keyed2 := newEvent("keyed")
+	keyed2.IdempotencyKey = "k2"
+	for _, ev := range []*event.Event{newEvent("b"), keyed2} {
+		err := publish(ev)
+		if !errors.Is(err, ErrNotReplicated) || !IsUncertain(err) || IsRejected(err) {
+			t.Fatalf("publish %q with the replica stopped: got %v, want ErrNotReplicated (uncertain, not rejected)", ev.Data, err)
+		}
+	}
+	if _, err := p.PublishDrained(ctx, topic, newEvent("drained"), false); err != nil {
+		t.Fatal(err)
+	}
+	c, cancel2 := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel2()
+	if err := p.Committed(c, topic); !errors.Is(err, ErrNotReplicated) {
+		t.Fatalf("drain commit with the replica stopped: got %v, want ErrNotReplicated (the batch stays spooled)", err)
+	}
+	replica.Cont()
+	if err := publish(newEvent("c")); err != nil {
+		t.Fatalf("publish after the replica resumed: %v", err)
+	}
+	if err := p.Committed(ctx, topic); err != nil {
+		t.Fatalf("drain commit after the replica resumed: %v", err)
+	}
+}
+
+func TestClassifyRedisErrors(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	ctx := context.Background()
+	key := "sidecar:{" + redistest.UniqueTopic(t, "wrongtype") + "}"
+	rdb.Set(ctx, key, "x", time.Minute)
+	wrongType := rdb.XAdd(ctx, &redis.XAddArgs{Stream: key, Values: []any{"a", "b"}}).Err()
+	if !IsRejected(wrongType) || IsUncertain(wrongType) {
+		t.Fatalf("WRONGTYPE: rejected %v, uncertain %v; want rejected, certain", IsRejected(wrongType), IsUncertain(wrongType))
+	}
+	dead := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + fmt.Sprint(redistest.FreePort(t)), MaxRetries: -1})
+	defer dead.Close()
+	refused := dead.Ping(ctx).Err()
+	if IsRejected(refused) || IsUncertain(refused) {
+		t.Fatalf("connection refused: rejected %v, uncertain %v; want an outage that certainly wrote nothing", IsRejected(refused), IsUncertain(refused))
+	}
+	for _, tc := range []struct {
+		reply    string
+		rejected bool
+	}{
+		{"OOM command not allowed when used memory > 'maxmemory'.", false},
+		{"READONLY You can't write against a read only replica.", false},
+		{"LOADING Redis is loading the dataset in memory", false},
+		{"NOPERM this user has no permissions to run the 'evalsha' command", true},
+		{"ERR Error running script (call to f_x): @user_script:1: WRONGTYPE", true},
+		{"CLUSTERDOWN The cluster is down", false},
+	} {
+		t.Run(tc.reply, func(t *testing.T) {
+			if got := IsRejected(redisReply(tc.reply)); got != tc.rejected {
+				t.Fatalf("IsRejected: got %v, want %v", got, tc.rejected)
+			}
+		})
+	}
+}
+
+// redisReply is an error reply as go-redis returns it.
+type redisReply string
+
+func (e redisReply) Error() string { return string(e) }
+func (redisReply) RedisError()     {}

@@ -96,6 +96,7 @@ type Subscriber struct {
 	running     atomic.Bool
 	inflight    inflight
 	idleWorkers atomic.Int32
+	lastReload  atomic.Int64 // cluster slot-map refreshes, rate-limited
 
 	delivered, retried, deadLettered, gone, deduplicated atomic.Uint64
 	mu                                                   sync.Mutex
@@ -250,6 +251,11 @@ func (s *Subscriber) read(ctx context.Context, jobs chan<- job, tokens chan stru
 		}
 		failures++
 		s.setLastError(err)
+		if !IsRejected(err) {
+			// On Cluster the slot's master may have died and its replica
+			// taken over: look again now, not on go-redis's schedule.
+			RefreshClusterState(s.rdb, &s.lastReload)
+		}
 		if failures == 1 {
 			s.running.Store(false)
 			s.log.Warn().Err(err).Str("op", what).Msg("subscription paused: redis error; retrying with backoff")
