@@ -13,8 +13,8 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
+	deploycheck "github.com/fogis-sidecar/sidecar/internal/check" // named apart from the check command below
 	"github.com/fogis-sidecar/sidecar/internal/config"
-	"github.com/fogis-sidecar/sidecar/internal/health"
 )
 
 // exitError asks main for a specific exit code, with nothing more to print.
@@ -42,20 +42,27 @@ func check(ctx context.Context, args []string, getenv func(string) string, stdou
 		return fmt.Errorf("config: %w", err)
 	}
 	redis.SetLogger(redisLogger{zerolog.Nop()}) // the report says what failed
-	rdb, err := config.NewRedisClient(cfg.RedisURL)
+	uo, err := config.ParseRedisURL(cfg.RedisURL)
 	if err != nil {
 		return fmt.Errorf("redis.url: %w", err)
 	}
+	rdb := redis.NewUniversalClient(uo)
 	defer rdb.Close()
-	in := health.CheckInput{
-		RedisURL: config.RedactURL(cfg.RedisURL), Redis: rdb,
+	in := deploycheck.Input{
+		RedisURL: config.RedactURL(cfg.RedisURL), Redis: rdb, MinReplicas: cfg.RedisMinReplicas,
 		SpoolDir: cfg.SpoolDir, SpoolMaxBytes: cfg.SpoolMaxBytes,
 		HTTP: &http.Client{Timeout: 3 * time.Second},
 	}
-	for _, s := range cfg.Subscriptions {
-		in.Webhooks = append(in.Webhooks, health.Webhook{Topic: s.Topic, Group: s.Group, URL: s.URL})
+	if uo.MasterName != "" {
+		in.Sentinels = &deploycheck.Sentinels{
+			MasterName: uo.MasterName, Addrs: uo.Addrs, TLSConfig: uo.TLSConfig,
+			Username: uo.SentinelUsername, Password: uo.SentinelPassword,
+		}
 	}
-	rep := health.RunChecks(ctx, in)
+	for _, s := range cfg.Subscriptions {
+		in.Webhooks = append(in.Webhooks, deploycheck.Webhook{Topic: s.Topic, Group: s.Group, URL: s.URL})
+	}
+	rep := deploycheck.Run(ctx, in)
 	if asJSON {
 		if err := rep.WriteJSON(stdout); err != nil {
 			return err

@@ -1,4 +1,4 @@
-package health
+package check
 
 import (
 	"bytes"
@@ -14,13 +14,13 @@ import (
 	"github.com/fogis-sidecar/sidecar/internal/redistest"
 )
 
-func findCheck(rep CheckReport, name string) Check {
+func findCheck(rep Report, name string) Result {
 	for _, c := range rep.Checks {
 		if strings.HasPrefix(c.Name, name) {
 			return c
 		}
 	}
-	return Check{Name: "missing " + name}
+	return Result{Name: "missing " + name}
 }
 
 func TestDeploymentChecks(t *testing.T) {
@@ -55,8 +55,8 @@ func TestDeploymentChecks(t *testing.T) {
 				rdb = srv.Client(t)
 			}
 			topic := redistest.UniqueTopic(t, "check")
-			rep := RunChecks(context.Background(), CheckInput{
-				RedisURL: url, Redis: rdb, SpoolDir: t.TempDir(), SpoolMaxBytes: 1 << 20, HTTP: http.DefaultClient,
+			rep := Run(context.Background(), Input{
+				RedisURL: url, Redis: rdb, MinReplicas: -1, SpoolDir: t.TempDir(), SpoolMaxBytes: 1 << 20, HTTP: http.DefaultClient,
 				Webhooks: []Webhook{{Topic: topic, Group: "calendar", URL: webhook.URL + "/manual-sync"}},
 			})
 			var text bytes.Buffer
@@ -79,17 +79,5 @@ func TestDeploymentChecks(t *testing.T) {
 			}
 			t.Logf("\n%s", text.String())
 		})
-	}
-}
-
-func TestParseInfoAndVersions(t *testing.T) {
-	info := parseInfo("# Server\r\nredis_version:7.2.4\r\n# Memory\r\nused_memory:900\r\nmaxmemory:1000\r\nmaxmemory_policy:volatile-lru\r\n# Persistence\r\naof_enabled:1\r\naof_last_write_status:err\r\n")
-	if info.Version != "7.2.4" || info.MemoryRatio() != 0.9 || !info.Evicts() || !info.AOFEnabled || info.PersistenceFailing() != "AOF last write err" {
-		t.Fatalf("got %+v", info)
-	}
-	for v, want := range map[string]bool{"6.2.0": true, "6.0.16": false, "7.0.15": true, "10.1": true, "x": false} {
-		if VersionAtLeast(v, 6, 2) != want {
-			t.Errorf("VersionAtLeast(%s, 6, 2): got %v", v, !want)
-		}
 	}
 }
