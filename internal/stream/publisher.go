@@ -374,14 +374,14 @@ func replicated(c *redis.Cmd) int64 {
 	return n
 }
 
-// replicaCount is a node's online replicas, as last read.
+// replicaCount is what a node reported, as last read.
 type replicaCount struct {
-	n  int
-	at time.Time
+	at       time.Time // last read
+	lastSeen time.Time // last read that showed an online replica
 }
 
-// replicaCache remembers, per node, how many replicas it reports, read
-// from INFO replication at most once a second.
+// replicaCache remembers, per node, when it last reported an online
+// replica, read from INFO replication at most once a second.
 type replicaCache struct {
 	mu     sync.Mutex
 	nodes  map[string]replicaCount
@@ -389,11 +389,23 @@ type replicaCache struct {
 	log    zerolog.Logger
 }
 
-// replicaCheckEvery bounds how stale the replica count may be.
+// replicaCheckEvery bounds how stale the replica reading may be.
 const replicaCheckEvery = time.Second
 
+// replicaGrace is how long "auto" keeps requiring a replica after the
+// master last showed one. A master whose replica just vanished is the
+// dangerous case, not the safe one: in a failover the replica is promoted
+// away and, for the seconds until Sentinel demotes the old master, it is a
+// writable master with no replica — whatever it acknowledges then is
+// discarded when it resyncs. Requiring the replica through that window
+// spools those publishes (and drains them to the new master) instead. A
+// replica that is gone for good stops being required after this, with a
+// warning.
+const replicaGrace = time.Minute
+
 // needed is how many replicas a write on c must reach: min (when fixed),
-// or under AutoReplicas 1 if c's master reports an online replica.
+// or under AutoReplicas 1 if c's master shows an online replica or did
+// within replicaGrace.
 func (rc *replicaCache) needed(ctx context.Context, c redis.Cmdable, min int) int {
 	if min >= 0 {
 		return min
@@ -402,32 +414,28 @@ func (rc *replicaCache) needed(ctx context.Context, c redis.Cmdable, min int) in
 	rc.mu.Lock()
 	cur, ok := rc.nodes[addr]
 	rc.mu.Unlock()
-	if ok && time.Since(cur.at) < replicaCheckEvery {
-		return cur.n
-	}
-	info, err := c.Info(ctx, "replication").Result()
-	n := 0
-	if err == nil {
-		n = onlineReplicas(info)
-	}
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	if err != nil {
-		if ok {
-			return cur.n // keep the last reading through a failed look
-		}
-		if !rc.warned {
+	if !ok || time.Since(cur.at) >= replicaCheckEvery {
+		info, err := c.Info(ctx, "replication").Result()
+		rc.mu.Lock()
+		cur = rc.nodes[addr]
+		switch {
+		case err == nil:
+			cur.at = time.Now()
+			if onlineReplicas(info) > 0 {
+				cur.lastSeen = cur.at
+			} else if !cur.lastSeen.IsZero() && time.Since(cur.lastSeen) >= replicaGrace {
+				rc.log.Warn().Str("node", addr).Dur("gone_for", time.Since(cur.lastSeen).Round(time.Second)).
+					Msg("the master has had no online replica for a while: publishes are acknowledged without replication until one returns")
+				cur.lastSeen = time.Time{}
+			}
+			rc.nodes[addr] = cur
+		case !rc.warned && cur.lastSeen.IsZero():
 			rc.warned = true
 			rc.log.Warn().Err(err).Msg("cannot read INFO replication: publishes are acknowledged without waiting for replicas (set redis.min_replicas to require them)")
 		}
-		return 0
+		rc.mu.Unlock()
 	}
-	rc.nodes[addr] = replicaCount{n: min1(n), at: time.Now()}
-	return min1(n)
-}
-
-func min1(n int) int {
-	if n > 0 {
+	if !cur.lastSeen.IsZero() && time.Since(cur.lastSeen) < replicaGrace {
 		return 1
 	}
 	return 0
