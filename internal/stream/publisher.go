@@ -51,6 +51,8 @@ type Publisher struct {
 	batching atomic.Bool
 
 	replicas replicaCache
+	recentMu sync.Mutex
+	recent   map[string]recentIDs // topic → newest entries, for uncertain drains
 	// lastReload rate-limits cluster slot-map refreshes (unix nanos).
 	lastReload atomic.Int64
 }
@@ -67,7 +69,7 @@ func NewPublisher(rdb redis.UniversalClient, opts PublisherOptions, log zerolog.
 		opts.Touched = func(string) {}
 	}
 	return &Publisher{rdb: rdb, opts: opts, log: log, reqs: make(chan *xaddReq, 4*maxBatch),
-		replicas: replicaCache{nodes: map[string]replicaCount{}, log: log}}
+		replicas: replicaCache{nodes: map[string]replicaCount{}, log: log}, recent: map[string]recentIDs{}}
 }
 
 // Publish appends ev to the topic's stream. With ev.IdempotencyKey set, a
@@ -219,21 +221,46 @@ func (p *Publisher) drainSetKey(topic string) string {
 
 // recentWindow is how many of a stream's newest entries findRecent reads.
 // An XADD that timed out lands, if at all, when Redis resumes — just before
-// the drain, with only other stalled writes after it.
+// the drain, with only other stalled writes after it; one that was not
+// replicated in time is on the master already.
 const recentWindow = 1000
 
+// recentTTL is how long one read of a stream's newest entries answers
+// findRecent: a drain of many uncertain events (a failover spools hundreds)
+// reads the window once, not once per event. Entries the drain itself adds
+// meanwhile are not uncertain duplicates: each event is spooled once.
+const recentTTL = 2 * time.Second
+
+// recentIDs is a stream's newest entries' event ids, as read at a moment.
+type recentIDs struct {
+	at  time.Time
+	ids map[string]string // event id → stream id
+}
+
 func (p *Publisher) findRecent(ctx context.Context, topic, eventID string) (string, error) {
-	msgs, err := p.rdb.XRevRangeN(ctx, Key(topic), "+", "-", recentWindow).Result()
-	if err != nil {
-		p.observeError(err)
-		return "", fmt.Errorf("xrevrange %s: %w", Key(topic), err)
-	}
-	for _, m := range msgs {
-		if m.Values[event.FieldID] == eventID {
-			return m.ID, nil
+	p.recentMu.Lock()
+	r, ok := p.recent[topic]
+	p.recentMu.Unlock()
+	if !ok || time.Since(r.at) > recentTTL {
+		msgs, err := p.rdb.XRevRangeN(ctx, Key(topic), "+", "-", recentWindow).Result()
+		if err != nil {
+			p.observeError(err)
+			return "", fmt.Errorf("xrevrange %s: %w", Key(topic), err)
 		}
+		r = recentIDs{at: time.Now(), ids: make(map[string]string, len(msgs))}
+		for _, m := range msgs {
+			if id, _ := m.Values[event.FieldID].(string); id != "" {
+				r.ids[id] = m.ID
+			}
+		}
+		p.recentMu.Lock()
+		if len(p.recent) > 1024 {
+			clear(p.recent) // a bound, not a policy: entries live 2 s anyway
+		}
+		p.recent[topic] = r
+		p.recentMu.Unlock()
 	}
-	return "", nil
+	return r.ids[eventID], nil
 }
 
 func (p *Publisher) publishOnce(ctx context.Context, topic string, ev *event.Event, key string) (event.Receipt, error) {
