@@ -4,6 +4,7 @@ package backoff
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"time"
 )
@@ -48,4 +49,21 @@ func Sleep(ctx context.Context, d time.Duration) bool {
 	case <-t.C:
 		return true
 	}
+}
+
+// Permanent reports whether a failed attempt says retrying cannot help: the
+// error (or one it wraps) has a method Permanent() bool that returns true.
+func Permanent(err error) bool {
+	var p interface{ Permanent() bool }
+	return errors.As(err, &p) && p.Permanent()
+}
+
+// RetryAfter is the wait a failed attempt asks for (a receiver's
+// Retry-After): the error's RetryAfter() time.Duration, or 0.
+func RetryAfter(err error) time.Duration {
+	var r interface{ RetryAfter() time.Duration }
+	if errors.As(err, &r) {
+		return r.RetryAfter()
+	}
+	return 0
 }

@@ -2,7 +2,6 @@ package inbox
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	"github.com/fogis-sidecar/sidecar/internal/backoff"
@@ -47,7 +46,7 @@ func (in *Inbox) deliver(ctx, dctx context.Context, t Target, ev *event.Event) {
 			log.Debug().Int("attempt", attempt).Msg("inbox: delivered")
 			return
 		}
-		wait := retryAfter(err)
+		wait := backoff.RetryAfter(err)
 		if wait <= 0 {
 			wait = t.Backoff.Delay(attempt)
 		}
@@ -55,7 +54,7 @@ func (in *Inbox) deliver(ctx, dctx context.Context, t Target, ev *event.Event) {
 		switch {
 		case dctx.Err() != nil:
 			why = "stopped past the grace period"
-		case isPermanent(err):
+		case backoff.Permanent(err):
 			why = "permanent failure"
 		case t.MaxAttempts > 0 && attempt >= t.MaxAttempts:
 			why = "attempts exhausted"
@@ -73,18 +72,4 @@ func (in *Inbox) deliver(ctx, dctx context.Context, t Target, ev *event.Event) {
 			Msg("inbox: delivery given up; the stream copy will be delivered when redis returns")
 		return
 	}
-}
-
-func isPermanent(err error) bool {
-	var p interface{ Permanent() bool }
-	return errors.As(err, &p) && p.Permanent()
-}
-
-// retryAfter is the receiver's Retry-After, when the error carries one.
-func retryAfter(err error) time.Duration {
-	var r interface{ RetryAfter() time.Duration }
-	if errors.As(err, &r) {
-		return r.RetryAfter()
-	}
-	return 0
 }

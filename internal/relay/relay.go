@@ -446,6 +446,10 @@ func (r *Relay) drain(ctx context.Context, topic string, ts *topicState) error {
 				return fmt.Errorf("spool ack: %w", err)
 			}
 			r.refusing.Store(false) // space was freed: worth trying again
+			// Progress: the topic is not stalled, whatever failed before.
+			ts.failures = 0
+			ts.failSince.Store(0)
+			ts.rejected.Store(false)
 			if moved == 0 {
 				r.logger.Info().Str("topic", topic).Msg("redis is back: draining the spool")
 			}

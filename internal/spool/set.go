@@ -10,7 +10,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"syscall"
 
 	"github.com/rs/zerolog"
 
@@ -50,13 +49,9 @@ func OpenSet(dir string, opts Options, log zerolog.Logger) (*Set, error) {
 	if err := os.MkdirAll(filepath.Join(dir, "topics"), 0o700); err != nil {
 		return nil, fmt.Errorf("spool dir: %w", err)
 	}
-	lock, err := os.OpenFile(filepath.Join(dir, "LOCK"), os.O_CREATE|os.O_RDWR, 0o600)
+	lock, err := lockDir(dir)
 	if err != nil {
-		return nil, fmt.Errorf("spool lock: %w", err)
-	}
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		lock.Close()
-		return nil, fmt.Errorf("spool dir %s is in use by another sidecar process (give each sidecar its own SIDECAR_SPOOL_DIR): %w", dir, err)
+		return nil, err
 	}
 	s := &Set{dir: dir, opts: opts, log: log, lock: lock, topics: map[string]*Spool{}}
 	if s.id, err = readOrCreateID(filepath.Join(dir, "ID")); err != nil {

@@ -106,6 +106,21 @@ type Stats struct {
 
 const segExt = ".seg"
 
+// lockDir takes an exclusive flock on dir's LOCK file. Two processes
+// appending to one spool would interleave records and drain each other's
+// events: a directory another sidecar holds is refused.
+func lockDir(dir string) (*os.File, error) {
+	lock, err := os.OpenFile(filepath.Join(dir, "LOCK"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("spool lock: %w", err)
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("spool dir %s is in use by another sidecar process (give each sidecar its own SIDECAR_SPOOL_DIR): %w", dir, err)
+	}
+	return lock, nil
+}
+
 // Open opens (creating if needed) the spool in dir and recovers it: a
 // damaged record is repaired when only its length or magic byte was hit,
 // else skipped, and the records after it are kept; a torn tail (damage with
@@ -115,15 +130,9 @@ func Open(dir string, opts Options, log zerolog.Logger) (*Spool, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("spool dir: %w", err)
 	}
-	// Two processes appending to one spool would interleave records and
-	// drain each other's events: refuse a directory another sidecar holds.
-	lock, err := os.OpenFile(filepath.Join(dir, "LOCK"), os.O_CREATE|os.O_RDWR, 0o600)
+	lock, err := lockDir(dir)
 	if err != nil {
-		return nil, fmt.Errorf("spool lock: %w", err)
-	}
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		lock.Close()
-		return nil, fmt.Errorf("spool dir %s is in use by another sidecar process (give each sidecar its own SIDECAR_SPOOL_DIR): %w", dir, err)
+		return nil, err
 	}
 	s, err := openNoLock(dir, opts, log)
 	if err != nil {

@@ -75,13 +75,13 @@ func (s *Subscriber) process(ctx, dctx context.Context, j job, acks chan<- strin
 			return // shutting down past the grace period: stays pending
 		}
 		s.setLastError(err)
-		wait := retryAfter(err)
+		wait := backoff.RetryAfter(err)
 		if wait <= 0 {
 			wait = s.cfg.Backoff.Delay(attempt)
 		}
 		elapsed := time.Since(began)
-		if isPermanent(err) || s.exhausted(attempt, elapsed) {
-			if !isPermanent(err) {
+		if backoff.Permanent(err) || s.exhausted(attempt, elapsed) {
+			if !backoff.Permanent(err) {
 				err = fmt.Errorf("%w (gave up after %d attempts over %v: %s)", err, attempt, elapsed.Round(time.Millisecond), s.horizon())
 			}
 			obs.Attempt(s.cfg.Topic, s.cfg.Group, "dead_lettered", took)
@@ -226,19 +226,6 @@ func (s *Subscriber) keepAlive(ctx context.Context, done <-chan struct{}) {
 			s.log.Debug().Err(err).Int("entries", len(ids)).Msg("keep-alive failed")
 		}
 	}
-}
-
-func isPermanent(err error) bool {
-	var p interface{ Permanent() bool }
-	return errors.As(err, &p) && p.Permanent()
-}
-
-func retryAfter(err error) time.Duration {
-	var r interface{ RetryAfter() time.Duration }
-	if errors.As(err, &r) {
-		return r.RetryAfter()
-	}
-	return 0
 }
 
 // inflight is the set of entry ids read by this consumer and not yet finished.
