@@ -26,9 +26,10 @@ import (
 type Log interface {
 	Publish(ctx context.Context, topic string, ev *event.Event) (event.Receipt, error)
 	PublishDrained(ctx context.Context, topic string, ev *event.Event, uncertain bool) (event.Receipt, error)
-	// Committed ends a drain batch: its writes are durable (replicated as
+	// Committed ends a drain batch (the events with these ids): they are
+	// all on the topic's current master and durable (replicated as
 	// required); only then is the batch acknowledged in the spool.
-	Committed(ctx context.Context, topic string) error
+	Committed(ctx context.Context, topic string, ids []string) error
 }
 
 // Spool is what the relay needs of the local spool: one ordered queue per topic.
@@ -401,11 +402,14 @@ const drainBatch = 256
 // that fails part-way is drained again, and the stream layer makes that
 // add nothing twice.
 func (r *Relay) drain(ctx context.Context, topic string, ts *topicState) error {
-	start, moved := time.Now(), 0
+	start, moved, idle := time.Now(), 0, 0
 	for ctx.Err() == nil {
 		recs, err := r.spool.Peek(topic, drainBatch)
 		if err != nil {
 			return fmt.Errorf("spool peek: %w", err)
+		}
+		if len(recs) > 0 {
+			idle = 0
 		}
 		if len(recs) == 0 {
 			ts.mu.Lock()
@@ -421,10 +425,19 @@ func (r *Relay) drain(ctx context.Context, topic string, ts *topicState) error {
 				}
 				return nil
 			}
-			continue // appends landed meanwhile
+			// Appends under way (they finish within milliseconds) — or the
+			// spool counts records it cannot read (damage several records
+			// long): wait a little, then back off rather than spin; new
+			// records still drain.
+			if idle++; idle > 50 {
+				return errors.New("spool counts records the drain cannot read")
+			}
+			time.Sleep(time.Millisecond)
+			continue
 		}
 		done := 0
 		var perr error
+		ids := make([]string, 0, len(recs))
 		for _, rec := range recs {
 			dctx, cancel := context.WithTimeout(ctx, r.timeout*4)
 			_, perr = r.log.PublishDrained(dctx, topic, rec.Event, rec.Uncertain)
@@ -432,11 +445,12 @@ func (r *Relay) drain(ctx context.Context, topic string, ts *topicState) error {
 			if perr != nil {
 				break
 			}
+			ids = append(ids, rec.Event.ID)
 			done++
 		}
 		if done > 0 {
 			cctx, cancel := context.WithTimeout(ctx, r.timeout*4)
-			cerr := r.log.Committed(cctx, topic)
+			cerr := r.log.Committed(cctx, topic, ids)
 			cancel()
 			if cerr != nil {
 				return fmt.Errorf("drain commit: %w", cerr) // the batch stays in the spool

@@ -1,9 +1,12 @@
 package relay
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -65,7 +68,7 @@ func (f *fakeLog) PublishDrained(ctx context.Context, topic string, ev *event.Ev
 	return f.take(ctx, topic, ev, uncertain)
 }
 
-func (f *fakeLog) Committed(ctx context.Context, topic string) error {
+func (f *fakeLog) Committed(ctx context.Context, topic string, ids []string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.commits++
@@ -312,4 +315,47 @@ func TestStuckTopicHoldsBackOnlyItself(t *testing.T) {
 		t.Fatalf("bad's order: got %s", got)
 	}
 	eventually.True(t, 5*time.Second, "no stalled topic after the fix", func() bool { return len(r.Stalled()) == 0 })
+}
+
+// A spooled record damaged on disk while the sidecar runs is skipped
+// (logged); the topic's other events drain and it goes back to direct
+// publishing — before, the drain spun on it forever.
+func TestRecordDamagedWhileRunningDoesNotWedgeItsTopic(t *testing.T) {
+	dir := t.TempDir()
+	sp, err := spool.OpenSet(dir, spool.Options{}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Close()
+	log := &fakeLog{down: true}
+	r := New(log, sp, 50*time.Millisecond, Options{}, zerolog.Nop())
+	for i := range 3 {
+		pub(t, r, i)
+	}
+	segs, _ := filepath.Glob(filepath.Join(dir, "topics", "t", "*.seg"))
+	if len(segs) != 1 {
+		t.Fatalf("segments: %v", segs)
+	}
+	b, err := os.ReadFile(segs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := bytes.Index(b, []byte("e001"))
+	if at < 0 {
+		t.Fatal("record e001 not found in the segment")
+	}
+	b[at] ^= 0xff // the payload no longer matches its checksum
+	if err := os.WriteFile(segs[0], b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	log.set(false, false)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.Run(ctx)
+	eventually.True(t, 5*time.Second, "the intact events drained and the topic direct again", func() bool {
+		return fmt.Sprint(log.got()) == "[e000 e002]" && !r.Spooling()
+	})
+	if rc := pub(t, r, 3); rc.Spooled {
+		t.Fatal("the topic still spools after its drain")
+	}
 }

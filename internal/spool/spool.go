@@ -218,7 +218,7 @@ func (s *Spool) recover() error {
 				events++
 				return true
 			},
-			damaged: func(st, end int, repaired bool) { s.reportDamage(seq, int64(st), int64(end), repaired) },
+			damaged: func(st, end int, repaired bool) { s.reportDamage(seq, int64(st), int64(end), repaired, false) },
 		})
 		if torn {
 			s.log.Warn().Str("segment", filepath.Base(s.segPath(seq))).Int("offset", good).Int("bytes", len(b)-good).
@@ -247,11 +247,19 @@ func (s *Spool) recover() error {
 	return nil
 }
 
-// reportDamage logs a damaged region of segment seq, once.
-func (s *Spool) reportDamage(seq uint64, start, end int64, repaired bool) {
+// reportDamage logs a damaged region of segment seq, once. Damage first
+// met while running (by Peek, not by recovery, which counts only good
+// records) was counted as an event when it was appended: an unrepaired
+// region is uncounted then (as one record — the usual single damaged one),
+// so the spool can become empty again and its topic return to direct
+// publishing.
+func (s *Spool) reportDamage(seq uint64, start, end int64, repaired, running bool) {
 	s.mu.Lock()
 	seen := s.reported[position{seq, start}]
 	s.reported[position{seq, start}] = true
+	if !seen && running && !repaired && s.events > 0 {
+		s.events--
+	}
 	s.mu.Unlock()
 	if seen {
 		return
@@ -499,7 +507,7 @@ func (s *Spool) peekSegment(sg segment, start int64, limit int) ([]Record, int64
 				return len(out) < limit
 			},
 			damaged: func(st, e int, repaired bool) {
-				s.reportDamage(sg.seq, start+int64(st), start+int64(e), repaired)
+				s.reportDamage(sg.seq, start+int64(st), start+int64(e), repaired, true)
 			},
 		})
 		switch {
@@ -508,7 +516,7 @@ func (s *Spool) peekSegment(sg segment, start int64, limit int) ([]Record, int64
 		case torn:
 			// Damage with nothing good after it, in bytes recovery did not
 			// see (it cuts torn tails): step over it.
-			s.reportDamage(sg.seq, start+int64(next), end, false)
+			s.reportDamage(sg.seq, start+int64(next), end, false, true)
 			return out, end, nil
 		case next > 0:
 			return out, start + int64(next), nil

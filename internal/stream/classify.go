@@ -21,6 +21,8 @@ var ErrNotReplicated = errors.New("write not acknowledged by enough replicas in 
 var transientReplies = []string{
 	"LOADING", "BUSY", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "READONLY",
 	"OOM", "NOREPLICAS", "MOVED", "ASK", "NOAUTH", "WRONGPASS",
+	"UNBLOCKED", // a blocked WAIT on a master being demoted
+	"MISCONF",   // persistence failing: Redis refuses writes until it recovers
 	"ERR max number of clients",
 }
 

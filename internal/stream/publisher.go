@@ -101,23 +101,41 @@ redis.call('SET', KEYS[2], val, 'PX', ARGV[1])
 return {1, val}
 `)
 
-// drainScript appends one spooled event at most once per drain batch.
-// KEYS[1] stream, KEYS[2] the drain set (event ids this spool appended since
-// its last durable acknowledgement), KEYS[3] the Idempotency-Key's key or
-// absent; ARGV[1] ttl ms of KEYS[3], ARGV[2] event id, ARGV[3] ttl ms of
-// the drain set, ARGV[4..] fields. Returns {1, stream id} when appended,
-// {0, "<event id> <stream id>"|""} when it was already.
+// drainScript appends one spooled event at most once per drain batch, and
+// records it in the drain set either way, so Committed can check that the
+// whole batch is on the node it commits on.
+// KEYS[1] stream, KEYS[2] the drain set (event ids of the batch not yet
+// acknowledged in the spool), KEYS[3] the Idempotency-Key's key or absent;
+// ARGV[1] ttl ms of KEYS[3], ARGV[2] event id, ARGV[3] ttl ms of the drain
+// set, ARGV[4] a stream id where the event may already be (an uncertain
+// event found there a moment ago) or ”, ARGV[5..] fields.
+// Returns {1, stream id} when appended, {0, "<event id> <stream id>"|""}
+// when it was there already.
 var drainScript = redis.NewScript(`
+local function mark()
+  redis.call('SADD', KEYS[2], ARGV[2])
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+end
 if redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 1 then return {0, ''} end
+if ARGV[4] ~= '' then
+  -- Checked here, on the node that writes: a look-up made elsewhere (the
+  -- master before a failover) proves nothing about this one.
+  local e = redis.call('XRANGE', KEYS[1], ARGV[4], ARGV[4])
+  if #e == 1 then
+    local f = e[1][2]
+    for i = 1, #f, 2 do
+      if f[i] == 'id' and f[i+1] == ARGV[2] then mark(); return {0, ARGV[2] .. ' ' .. ARGV[4]} end
+    end
+  end
+end
 if KEYS[3] then
   local prev = redis.call('GET', KEYS[3])
-  if prev then return {0, prev} end
+  if prev then mark(); return {0, prev} end
 end
 local args = {'XADD', KEYS[1], '*'}
-for i = 4, #ARGV do args[#args+1] = ARGV[i] end
+for i = 5, #ARGV do args[#args+1] = ARGV[i] end
 local sid = redis.call(unpack(args))
-redis.call('SADD', KEYS[2], ARGV[2])
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
+mark()
 if KEYS[3] then redis.call('SET', KEYS[3], ARGV[2] .. ' ' .. sid, 'PX', ARGV[1]) end
 return {1, sid}
 `)
@@ -126,24 +144,30 @@ return {1, sid}
 // of one unacknowledged drain batch per topic, so it stays small.
 const drainSetTTL = 30 * 24 * time.Hour
 
+// ErrBatchMoved is a drain batch Committed did not find whole on the node
+// it commits on: the node changed under the drain (a failover, a slot
+// moved), so some of the batch may be lost with the old master. The batch
+// stays in the spool and is drained again.
+var ErrBatchMoved = errors.New("drain batch not found whole on the current master")
+
 // PublishDrained appends an event replayed from the spool. The relay drains
 // a topic in batches and calls Committed after each before it acknowledges
 // the batch in the spool; a crash in between replays the batch, and the
-// drain set (ids appended since the last commit) makes that add nothing.
+// drain set (ids of the batch) makes that add nothing twice.
 // An uncertain event — spooled after a write that may still have landed
 // (a timeout, or one not replicated in time) — is first looked for among the
-// stream's newest entries. A publisher's Idempotency-Key is honoured too.
+// stream's newest entries; the script confirms it on the node it writes to.
+// A publisher's Idempotency-Key is honoured too.
 // What this leaves in Redis: nothing per event but the Idempotency-Key's own
 // key (as for a direct publish); the drain set is emptied by Committed.
 func (p *Publisher) PublishDrained(ctx context.Context, topic string, ev *event.Event, uncertain bool) (event.Receipt, error) {
+	hint := ""
 	if uncertain {
 		sid, err := p.findRecent(ctx, topic, ev.ID)
 		if err != nil {
 			return event.Receipt{}, err
 		}
-		if sid != "" {
-			return event.Receipt{ID: ev.ID, Topic: topic, StreamID: sid, Duplicate: true}, nil
-		}
+		hint = sid
 	}
 	p.opts.Touched(topic)
 	keys := []string{Key(topic), p.drainSetKey(topic)}
@@ -151,16 +175,18 @@ func (p *Publisher) PublishDrained(ctx context.Context, topic string, ev *event.
 		keys = append(keys, idemKey(topic, ev.IdempotencyKey))
 	}
 	vals := ev.Values()
-	argv := make([]any, 0, 3+len(vals))
-	argv = append(argv, p.opts.IdempotencyTTL.Milliseconds(), ev.ID, drainSetTTL.Milliseconds())
+	argv := make([]any, 0, 4+len(vals))
+	argv = append(argv, p.opts.IdempotencyTTL.Milliseconds(), ev.ID, drainSetTTL.Milliseconds(), hint)
 	argv = append(argv, vals...)
 	c, err := p.node(ctx, Key(topic))
 	if err != nil {
+		p.forgetRecent(topic)
 		return event.Receipt{}, err
 	}
 	res, err := drainScript.Run(ctx, c, keys, argv...).Slice()
 	if err != nil {
 		p.observeError(err)
+		p.forgetRecent(topic)
 		return event.Receipt{}, fmt.Errorf("drain xadd %s: %w", Key(topic), err)
 	}
 	if len(res) != 2 {
@@ -178,33 +204,62 @@ func (p *Publisher) PublishDrained(ctx context.Context, topic string, ev *event.
 	return event.Receipt{ID: id, Topic: topic, StreamID: sid, Duplicate: true}, nil
 }
 
-// Committed ends a drain batch of topic: it waits until the batch's writes
-// reached the required replicas (ErrNotReplicated when not: keep the batch
-// in the spool and drain it again — the drain set makes that idempotent),
-// then empties the drain set. Call it before acknowledging the batch in the
-// spool.
-func (p *Publisher) Committed(ctx context.Context, topic string) error {
+// Committed ends a drain batch of topic, whose event ids are ids: on the
+// node that now serves the topic it checks that every one of them is in
+// the drain set (ErrBatchMoved when not: the batch was written to a master
+// that is gone), waits until the batch reached the required replicas
+// (ErrNotReplicated when not), then empties the drain set. Only then may
+// the spool acknowledge the batch; otherwise it is drained again, and the
+// drain set makes that idempotent.
+func (p *Publisher) Committed(ctx context.Context, topic string, ids []string) error {
 	c, err := p.node(ctx, Key(topic))
 	if err != nil {
+		p.forgetRecent(topic)
 		return err
 	}
 	set := p.drainSetKey(topic)
-	if need := p.replicas.needed(ctx, c, p.opts.MinReplicas); need > 0 {
-		// WAIT covers the writes made on its own connection: a write here,
-		// after every write of the batch, makes it cover them all
-		// (replication is one ordered stream).
-		var acked *redis.Cmd
-		_, err := c.Pipelined(ctx, func(pipe redis.Pipeliner) error {
-			pipe.PExpire(ctx, set, drainSetTTL)
+	need := p.replicas.needed(ctx, c, p.opts.MinReplicas)
+	members := make([]any, len(ids))
+	for i, id := range ids {
+		members[i] = id
+	}
+	var (
+		present *redis.BoolSliceCmd
+		acked   *redis.Cmd
+	)
+	// WAIT covers the writes made on its own connection: a write here,
+	// after every write of the batch, makes it cover them all (replication
+	// is one ordered stream).
+	_, err = c.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		if len(members) > 0 {
+			present = pipe.SMIsMember(ctx, set, members...)
+		}
+		if need > 0 {
 			pipe.Set(ctx, set+":mark", time.Now().UnixNano(), drainSetTTL)
 			acked = wait(ctx, pipe, need)
-			return nil
-		})
-		if err != nil {
-			p.observeError(err)
-			return fmt.Errorf("drain commit %s: %w", Key(topic), err)
 		}
+		return nil
+	})
+	if present != nil && present.Err() == nil {
+		for i, ok := range present.Val() {
+			if !ok {
+				p.forgetRecent(topic)
+				return fmt.Errorf("drain commit %s: event %s: %w", Key(topic), ids[i], ErrBatchMoved)
+			}
+		}
+	}
+	if err != nil {
+		p.observeError(err)
+		p.forgetRecent(topic)
+		if acked != nil && acked.Err() != nil && (present == nil || present.Err() == nil) {
+			// Only WAIT failed (a demoted master unblocks it): uncertain.
+			return fmt.Errorf("drain commit %s: wait: %v: %w", Key(topic), acked.Err(), ErrNotReplicated)
+		}
+		return fmt.Errorf("drain commit %s: %w", Key(topic), err)
+	}
+	if acked != nil {
 		if n := replicated(acked); n < int64(need) {
+			p.forgetRecent(topic)
 			return fmt.Errorf("drain commit %s: %d of %d replicas: %w", Key(topic), n, need, ErrNotReplicated)
 		}
 	}
@@ -237,12 +292,25 @@ type recentIDs struct {
 	ids map[string]string // event id → stream id
 }
 
+// forgetRecent drops topic's cached newest entries: after any failure of a
+// drain the node may have changed, and a stale "it is there" must not
+// survive it (the drain script re-checks on its node anyway).
+func (p *Publisher) forgetRecent(topic string) {
+	p.recentMu.Lock()
+	delete(p.recent, topic)
+	p.recentMu.Unlock()
+}
+
 func (p *Publisher) findRecent(ctx context.Context, topic, eventID string) (string, error) {
 	p.recentMu.Lock()
 	r, ok := p.recent[topic]
 	p.recentMu.Unlock()
 	if !ok || time.Since(r.at) > recentTTL {
-		msgs, err := p.rdb.XRevRangeN(ctx, Key(topic), "+", "-", recentWindow).Result()
+		c, err := p.node(ctx, Key(topic))
+		if err != nil {
+			return "", err
+		}
+		msgs, err := c.XRevRangeN(ctx, Key(topic), "+", "-", recentWindow).Result()
 		if err != nil {
 			p.observeError(err)
 			return "", fmt.Errorf("xrevrange %s: %w", Key(topic), err)
@@ -323,8 +391,10 @@ func (p *Publisher) runReplicated(ctx context.Context, c redis.Cmdable, s *redis
 			return nil, err
 		}
 		if err != nil {
+			// The script ran; only WAIT failed (a demoted master unblocks
+			// it with UNBLOCKED): the write may or may not survive.
 			p.observeError(err)
-			return nil, err
+			return nil, fmt.Errorf("wait: %v: %w", err, ErrNotReplicated)
 		}
 		if n := replicated(acked); n < int64(need) {
 			return nil, fmt.Errorf("%d of %d replicas: %w", n, need, ErrNotReplicated)
@@ -442,13 +512,13 @@ func (rc *replicaCache) needed(ctx context.Context, c redis.Cmdable, min int) in
 	cur, ok := rc.nodes[addr]
 	rc.mu.Unlock()
 	if !ok || time.Since(cur.at) >= replicaCheckEvery {
-		info, err := c.Info(ctx, "replication").Result()
+		n, err := countReplicas(ctx, c)
 		rc.mu.Lock()
 		cur = rc.nodes[addr]
 		switch {
 		case err == nil:
 			cur.at = time.Now()
-			if onlineReplicas(info) > 0 {
+			if n > 0 {
 				cur.lastSeen = cur.at
 			} else if !cur.lastSeen.IsZero() && time.Since(cur.lastSeen) >= replicaGrace {
 				rc.log.Warn().Str("node", addr).Dur("gone_for", time.Since(cur.lastSeen).Round(time.Second)).
@@ -458,7 +528,7 @@ func (rc *replicaCache) needed(ctx context.Context, c redis.Cmdable, min int) in
 			rc.nodes[addr] = cur
 		case !rc.warned && cur.lastSeen.IsZero():
 			rc.warned = true
-			rc.log.Warn().Err(err).Msg("cannot read INFO replication: publishes are acknowledged without waiting for replicas (set redis.min_replicas to require them)")
+			rc.log.Error().Err(err).Msg("cannot count replicas (INFO replication and WAIT both refused): publishes are acknowledged without waiting for replicas; grant INFO or WAIT, or set redis.min_replicas")
 		}
 		rc.mu.Unlock()
 	}
@@ -466,6 +536,27 @@ func (rc *replicaCache) needed(ctx context.Context, c redis.Cmdable, min int) in
 		return 1
 	}
 	return 0
+}
+
+// countReplicas is how many online replicas c's master has: from INFO
+// replication, or — for an ACL user without INFO (it is in @dangerous) —
+// from WAIT 0 0, which answers at once with the replicas that have this
+// connection's writes.
+func countReplicas(ctx context.Context, c redis.Cmdable) (int, error) {
+	info, err := c.Info(ctx, "replication").Result()
+	if err == nil {
+		return onlineReplicas(info), nil
+	}
+	var w *redis.Cmd
+	_, werr := c.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		w = pipe.Do(ctx, "WAIT", 0, 0)
+		return nil
+	})
+	n, _ := w.Int64()
+	if werr != nil {
+		return 0, fmt.Errorf("%w; wait: %v", err, werr)
+	}
+	return int(n), nil
 }
 
 // nodeAddr names the node c talks to, for the cache.

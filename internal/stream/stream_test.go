@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/fogis-sidecar/sidecar/internal/eventually"
+	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/fogis-sidecar/sidecar/internal/eventually"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
@@ -418,7 +421,7 @@ func TestPublishDrainedIsIdempotentByEventID(t *testing.T) {
 		t.Fatalf("replayed drain: got %+v after %+v, want a duplicate", r2, r1)
 	}
 	// The batch is committed: its drain set is emptied, nothing is left behind.
-	if err := p.Committed(ctx, topic); err != nil {
+	if err := p.Committed(ctx, topic, []string{ev.ID}); err != nil {
 		t.Fatal(err)
 	}
 	if n := rdb.Exists(ctx, Key(topic)+":drain:default", Key(topic)+":drain:default:mark").Val(); n != 0 {
@@ -543,19 +546,20 @@ func TestPublishWaitsForAReplica(t *testing.T) {
 			t.Fatalf("publish %q with the replica stopped: got %v, want an uncertain error (ErrNotReplicated)", ev.Data, err)
 		}
 	}
-	if _, err := p.PublishDrained(ctx, topic, newEvent("drained"), false); err != nil {
+	drained := newEvent("drained")
+	if _, err := p.PublishDrained(ctx, topic, drained, false); err != nil {
 		t.Fatal(err)
 	}
 	c, cancel2 := context.WithTimeout(ctx, time.Second)
 	defer cancel2()
-	if err := p.Committed(c, topic); err == nil || !IsUncertain(err) {
+	if err := p.Committed(c, topic, []string{drained.ID}); err == nil || !IsUncertain(err) {
 		t.Fatalf("drain commit with the replica stopped: got %v, want ErrNotReplicated (the batch stays spooled)", err)
 	}
 	replica.Cont()
 	if err := publish(newEvent("c")); err != nil {
 		t.Fatalf("publish after the replica resumed: %v", err)
 	}
-	if err := p.Committed(ctx, topic); err != nil {
+	if err := p.Committed(ctx, topic, []string{drained.ID}); err != nil {
 		t.Fatalf("drain commit after the replica resumed: %v", err)
 	}
 }
@@ -586,6 +590,8 @@ func TestClassifyRedisErrors(t *testing.T) {
 		{"NOPERM this user has no permissions to run the 'evalsha' command", true},
 		{"ERR Error running script (call to f_x): @user_script:1: WRONGTYPE", true},
 		{"CLUSTERDOWN The cluster is down", false},
+		{"UNBLOCKED force unblock from blocking operation, instance state changed (master -> replica?)", false},
+		{"MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk.", false},
 	} {
 		t.Run(tc.reply, func(t *testing.T) {
 			if got := IsRejected(redisReply(tc.reply)); got != tc.rejected {
@@ -600,3 +606,98 @@ type redisReply string
 
 func (e redisReply) Error() string { return string(e) }
 func (redisReply) RedisError()     {}
+
+// Review findings (each lost acknowledged events before its fix).
+
+// A drain batch written to one master and committed on another (the
+// failover client switched, or the slot moved) is not acknowledged.
+func TestCommitOnAnotherNodeIsRefused(t *testing.T) {
+	a, b := redistest.StartProcess(t), redistest.StartProcess(t)
+	var target atomic.Value
+	target.Store(a.Addr)
+	rdb := redis.NewClient(&redis.Options{Addr: "switching", MaxRetries: 3,
+		Dialer: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, target.Load().(string))
+		}})
+	defer rdb.Close()
+	topic := redistest.UniqueTopic(t, "moved")
+	p := NewPublisher(rdb, PublisherOptions{IdempotencyTTL: time.Minute, MinReplicas: 0}, zerolog.Nop())
+	ctx := context.Background()
+	ev := newEvent("x")
+	if _, err := p.PublishDrained(ctx, topic, ev, false); err != nil {
+		t.Fatal(err)
+	}
+	target.Store(b.Addr) // the master changed under the drain
+	a.Kill()
+	err := p.Committed(ctx, topic, []string{ev.ID})
+	if !errors.Is(err, ErrBatchMoved) || IsRejected(err) {
+		t.Fatalf("commit on a node without the batch: got %v, want ErrBatchMoved (the batch is drained again)", err)
+	}
+	// Drained again, on the new master, it lands and commits.
+	if rc, err := p.PublishDrained(ctx, topic, ev, false); err != nil || rc.Duplicate {
+		t.Fatalf("re-drain on the new master: got %+v, %v; want a fresh append", rc, err)
+	}
+	if err := p.Committed(ctx, topic, []string{ev.ID}); err != nil {
+		t.Fatal(err)
+	}
+	if n := b.Client(t).XLen(ctx, Key(topic)).Val(); n != 1 {
+		t.Fatalf("new master's stream: %d entries, want 1", n)
+	}
+}
+
+// An uncertain event found on a master that then lost it (restarted empty,
+// or demoted) is appended when drained again, not skipped on the strength
+// of a cached look-up.
+func TestUncertainFoundThenLostIsAppended(t *testing.T) {
+	srv, rdb, topic, p := setup(t, redistest.StartProcess, "stale", Retention{})
+	ctx := context.Background()
+	ev := newEvent("x")
+	if _, err := p.Publish(ctx, topic, ev); err != nil {
+		t.Fatal(err)
+	}
+	if rc, err := p.PublishDrained(ctx, topic, ev, true); err != nil || !rc.Duplicate {
+		t.Fatalf("uncertain, present: got %+v, %v; want found", rc, err)
+	}
+	srv.Restart() // the stream is gone; the look-up cache is younger than 2 s
+	if rc, err := p.PublishDrained(ctx, topic, ev, true); err != nil || rc.Duplicate {
+		t.Fatalf("uncertain, lost meanwhile: got %+v, %v; want appended", rc, err)
+	}
+	if err := p.Committed(ctx, topic, []string{ev.ID}); err != nil {
+		t.Fatal(err)
+	}
+	if n := rdb.XLen(ctx, Key(topic)).Val(); n != 1 {
+		t.Fatalf("stream: %d entries, want 1", n)
+	}
+}
+
+// A user that may not run INFO (it is in @dangerous) still waits for the
+// replica: the count comes from WAIT 0 0.
+func TestReplicaCountedWithoutINFO(t *testing.T) {
+	master := redistest.StartProcess(t)
+	host, port, _ := strings.Cut(master.Addr, ":")
+	replica := redistest.StartProcessWith(t, 0, "--replicaof", host, port)
+	admin := master.Client(t)
+	ctx := context.Background()
+	eventually.True(t, 10*time.Second, "replica online", func() bool {
+		info, err := admin.Info(ctx, "replication").Result()
+		return err == nil && onlineReplicas(info) == 1
+	})
+	if err := admin.Do(ctx, "ACL", "SETUSER", "noinfo", "on", ">pw", "~*", "&*", "+@all", "-info").Err(); err != nil {
+		t.Fatal(err)
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: master.Addr, Username: "noinfo", Password: "pw"})
+	defer rdb.Close()
+	if err := rdb.Info(ctx, "replication").Err(); err == nil {
+		t.Fatal("the test user can run INFO")
+	}
+	p := NewPublisher(rdb, PublisherOptions{IdempotencyTTL: time.Minute, MinReplicas: AutoReplicas}, zerolog.Nop())
+	topic := redistest.UniqueTopic(t, "noinfo")
+	replica.Stop()
+	defer replica.Cont()
+	c, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if rc, err := p.Publish(c, topic, newEvent("x")); err == nil || !IsUncertain(err) {
+		t.Fatalf("publish with the only replica stopped, no INFO permission: got %+v, %v; want unacknowledged (uncertain)", rc, err)
+	}
+}
