@@ -178,7 +178,11 @@ func serve(ctx context.Context, cfg *config.Config, logger zerolog.Logger) error
 	}, 5*time.Second, component("status"))
 	var routes []httpbridge.Route
 	for _, r := range cfg.Routes {
-		routes = append(routes, httpbridge.Route{Path: r.Path, Topic: r.Topic, Fallback: r.Fallback})
+		rt := httpbridge.Route{Path: r.Path, Topic: r.Topic, Fallback: r.Fallback}
+		if r.Response != nil {
+			rt.Response = &httpbridge.RouteResponse{Status: r.Response.Status, Body: []byte(r.Response.Body), ContentType: r.Response.ContentType}
+		}
+		routes = append(routes, rt)
 	}
 	var inboxer httpbridge.Inbox
 	if len(targets) > 0 {
@@ -187,7 +191,8 @@ func serve(ctx context.Context, cfg *config.Config, logger zerolog.Logger) error
 	api := httpbridge.NewAPI(httpbridge.APIConfig{
 		Service: cfg.Service, Token: cfg.APIToken, MaxBody: cfg.MaxBody,
 		Routes: routes, Fallbacks: cfg.Fallbacks, Secret: secret, FallbackClient: newHTTPClient(4), Observer: m,
-		Extra: map[string]http.Handler{"/v1/status": status.Handler(), "/metrics": m.Handler()},
+		Extra:    map[string]http.Handler{"/v1/status": status.Handler(), "/metrics": m.Handler()},
+		Upstream: cfg.UpstreamURL(),
 	}, rel, inboxer, readiness.Handler(), component("api"))
 
 	// Bind before running, so a port conflict fails the start, not a goroutine.
@@ -301,7 +306,8 @@ func newSubscriptions(cfg *config.Config, rdb redis.UniversalClient, secret []by
 		targets []inbox.Target
 	)
 	for _, sc := range cfg.Subscriptions {
-		wh := &httpbridge.Webhook{URL: sc.URL, Timeout: sc.Timeout, Secret: secret, Client: newHTTPClient(sc.Concurrency)}
+		// Body applies to stream and inbox deliveries alike: both go through wh.
+		wh := &httpbridge.Webhook{URL: sc.URL, Timeout: sc.Timeout, Secret: secret, Body: httpbridge.Pointer(sc.Body), Client: newHTTPClient(sc.Concurrency)}
 		handler := stream.HandlerFunc(func(ctx context.Context, d stream.Delivery) error {
 			return wh.Deliver(ctx, d.Topic, d.Attempt, d.Event)
 		})

@@ -5,6 +5,7 @@ package config
 
 import (
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -42,6 +43,9 @@ type Config struct {
 	DebugAddr         string // pprof listener; "" = off
 	Subscriptions     []Subscription
 	Routes            []Route
+	// Upstream receives, reverse-proxied, every request that matches no
+	// route and no endpoint of the sidecar's; "" = none (404).
+	Upstream string
 	// Fallbacks maps a topic to a URL that /v1/publish events of that topic
 	// are also POSTed to while Redis is unavailable.
 	Fallbacks map[string]string
@@ -53,6 +57,17 @@ type Route struct {
 	Path     string
 	Topic    string
 	Fallback string // POSTed to while Redis is unavailable; "" = none
+	// Response replaces the 202 receipt on acceptance; nil = the receipt.
+	Response *RouteResponse
+}
+
+// RouteResponse is what a route's caller gets once its event is accepted
+// (also when spooled): e.g. the 200 {"status":"success"} a legacy caller
+// insists on. Refusals keep their status and the JSON error shape.
+type RouteResponse struct {
+	Status      int    // 200..299; default 200
+	Body        string // sent as is
+	ContentType string // default application/json when Body is JSON, else text/plain
 }
 
 // Retention bounds each topic's stream: approximate MAXLEN, or MINID by age.
@@ -76,6 +91,9 @@ type Subscription struct {
 	// MaxAttempts caps attempts as well; 0 = no count limit (RetryFor decides).
 	MaxAttempts int
 	Backoff     Backoff
+	// Body is an RFC 6901 JSON Pointer (e.g. /payload): the webhook gets
+	// only that member of the JSON event; "" = the whole event data.
+	Body string
 }
 
 // Backoff is a subscription's retry backoff.
@@ -87,7 +105,7 @@ type Backoff struct {
 // Subscription defaults (DESIGN.md's YAML shape).
 const (
 	DefaultConcurrency    = 1
-	DefaultTimeout        = 10 * time.Second
+	DefaultTimeout        = 30 * time.Second
 	DefaultRetryFor       = 24 * time.Hour
 	DefaultMaxAttempts    = 0 // no count limit: a webhook down for hours dead-letters nothing
 	DefaultBackoffInitial = 500 * time.Millisecond
@@ -292,6 +310,14 @@ func (c *Config) Validate() error {
 		if r.Fallback != "" && !isHTTPURL(r.Fallback) {
 			bad(name+".fallback", "%q is not an absolute http(s) URL", r.Fallback)
 		}
+		if r.Response != nil {
+			if err := r.Response.validate(); err != nil {
+				bad(name+".response", "%v", err)
+			}
+		}
+	}
+	if c.Upstream != "" && !isHTTPURL(c.Upstream) {
+		bad("upstream", "%q is not an absolute http(s) URL (e.g. http://calendar:5003)", c.Upstream)
 	}
 	for topic, u := range c.Fallbacks {
 		if err := event.ValidateTopic(topic); err != nil {
@@ -336,8 +362,59 @@ func (c *Config) Validate() error {
 		if s.Backoff.Initial <= 0 || s.Backoff.Max < s.Backoff.Initial {
 			bad(name+".backoff", "need 0 < initial (%v) <= max (%v)", s.Backoff.Initial, s.Backoff.Max)
 		}
+		if err := validatePointer(s.Body); err != nil {
+			bad(name+".body", "%v", err)
+		}
 	}
 	return errors.Join(errs...)
+}
+
+// UpstreamURL is Upstream parsed (Validate has checked it), or nil when unset.
+func (c *Config) UpstreamURL() *url.URL {
+	if c.Upstream == "" {
+		return nil
+	}
+	u, err := url.Parse(c.Upstream)
+	if err != nil {
+		return nil
+	}
+	return u
+}
+
+// validatePointer checks RFC 6901 syntax: "" or "/"-separated tokens in
+// which "~" is only followed by "0" (for ~) or "1" (for /).
+func validatePointer(p string) error {
+	if p == "" {
+		return nil
+	}
+	if !strings.HasPrefix(p, "/") {
+		return fmt.Errorf("%q is not a JSON Pointer: it must start with / (e.g. /payload), or be empty for the whole event", p)
+	}
+	for i := 0; i < len(p); i++ {
+		if p[i] == '~' && (i+1 == len(p) || (p[i+1] != '0' && p[i+1] != '1')) {
+			return fmt.Errorf("%q is not a JSON Pointer: ~ must be followed by 0 (for ~) or 1 (for /)", p)
+		}
+	}
+	return nil
+}
+
+func (r *RouteResponse) validate() error {
+	if r.Status < 200 || r.Status > 299 {
+		return fmt.Errorf("status %d is not in 200..299 (it answers an accepted event; refusals keep their own status)", r.Status)
+	}
+	if (r.Status == 204 || r.Status == 205) && r.Body != "" {
+		return fmt.Errorf("status %d has no body, but body is set", r.Status)
+	}
+	if isJSONType(r.ContentType) && r.Body != "" && !json.Valid([]byte(r.Body)) {
+		return fmt.Errorf("body %q is not valid JSON, but content_type is %s", r.Body, r.ContentType)
+	}
+	return nil
+}
+
+func isJSONType(ct string) bool {
+	mt, _, _ := strings.Cut(ct, ";")
+	mt = strings.ToLower(strings.TrimSpace(mt))
+	return mt == "application/json" || strings.HasSuffix(mt, "+json")
 }
 
 func isHTTPURL(raw string) bool {

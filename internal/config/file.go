@@ -2,9 +2,11 @@ package config
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"time"
 
@@ -25,6 +27,7 @@ type fileConfig struct {
 	IdempotencyWindow *string `yaml:"idempotency_window"`
 	Dev               *string `yaml:"dev"`
 	DebugAddr         *string `yaml:"debug_addr"`
+	Upstream          *string `yaml:"upstream"`
 	Redis             struct {
 		URL         *string `yaml:"url"`
 		MinReplicas *string `yaml:"min_replicas"`
@@ -47,6 +50,11 @@ type fileConfig struct {
 		Path     string `yaml:"path"`
 		Topic    string `yaml:"topic"`
 		Fallback string `yaml:"fallback"`
+		Response *struct {
+			Status      *int    `yaml:"status"`
+			Body        string  `yaml:"body"`
+			ContentType *string `yaml:"content_type"`
+		} `yaml:"response"`
 	} `yaml:"routes"`
 	Fallbacks map[string]string `yaml:"fallbacks"`
 }
@@ -60,6 +68,7 @@ type fileSubscription struct {
 	Timeout     *string `yaml:"timeout"`
 	RetryFor    *string `yaml:"retry_for"`
 	MaxAttempts *int    `yaml:"max_attempts"`
+	Body        string  `yaml:"body"`
 	Backoff     struct {
 		Initial *string `yaml:"initial"`
 		Max     *string `yaml:"max"`
@@ -82,7 +91,7 @@ func applyFile(c *Config, path string, explicit map[string]bool) error {
 		"service": fc.Service, "listen": fc.Listen, "consumer": fc.Consumer,
 		"api_token": fc.APIToken, "webhook_secret": fc.WebhookSecret, "max_body": fc.MaxBody,
 		"publish_timeout": fc.PublishTimeout, "shutdown_grace": fc.ShutdownGrace,
-		"claim_timeout": fc.ClaimTimeout, "idempotency_window": fc.IdempotencyWindow, "dev": fc.Dev, "debug_addr": fc.DebugAddr,
+		"claim_timeout": fc.ClaimTimeout, "idempotency_window": fc.IdempotencyWindow, "dev": fc.Dev, "debug_addr": fc.DebugAddr, "upstream": fc.Upstream,
 		"redis.url": fc.Redis.URL, "redis.min_replicas": fc.Redis.MinReplicas, "spool.dir": fc.Spool.Dir, "spool.max_bytes": fc.Spool.MaxBytes,
 		"log.level": fc.Log.Level, "log.format": fc.Log.Format,
 		"retention.max_len": fc.Retention.MaxLen, "retention.max_age": fc.Retention.MaxAge,
@@ -99,7 +108,23 @@ func applyFile(c *Config, path string, explicit map[string]bool) error {
 		explicit[s.yaml] = true
 	}
 	for _, r := range fc.Routes {
-		c.Routes = append(c.Routes, Route{Path: r.Path, Topic: r.Topic, Fallback: r.Fallback})
+		rt := Route{Path: r.Path, Topic: r.Topic, Fallback: r.Fallback}
+		if fr := r.Response; fr != nil {
+			rt.Response = &RouteResponse{Status: http.StatusOK, Body: fr.Body}
+			if fr.Status != nil {
+				rt.Response.Status = *fr.Status
+			}
+			switch {
+			case fr.ContentType != nil:
+				rt.Response.ContentType = *fr.ContentType
+			case fr.Body == "":
+			case json.Valid([]byte(fr.Body)):
+				rt.Response.ContentType = "application/json"
+			default:
+				rt.Response.ContentType = "text/plain; charset=utf-8"
+			}
+		}
+		c.Routes = append(c.Routes, rt)
 	}
 	if len(fc.Fallbacks) > 0 {
 		c.Fallbacks = fc.Fallbacks
@@ -117,6 +142,7 @@ func applyFile(c *Config, path string, explicit map[string]bool) error {
 func (fs fileSubscription) toSubscription() (Subscription, error) {
 	s := DefaultSubscription(fs.Topic, fs.URL)
 	s.Group = fs.Group
+	s.Body = fs.Body
 	if fs.Start != "" {
 		s.Start = fs.Start
 	}

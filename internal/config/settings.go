@@ -113,6 +113,8 @@ var settings = []setting{
 		apply: dur(func(c *Config) *time.Duration { return &c.ClaimTimeout })},
 	{key: "idempotency-window", env: "SIDECAR_IDEMPOTENCY_WINDOW", yaml: "idempotency_window", def: "24h", help: "how long an Idempotency-Key is remembered",
 		apply: dur(func(c *Config) *time.Duration { return &c.IdempotencyWindow })},
+	{key: "upstream", env: "SIDECAR_UPSTREAM", yaml: "upstream", help: "reverse-proxy every request that matches no route and no sidecar endpoint to this URL (the service the sidecar answers for, e.g. http://calendar:5003)",
+		apply: str(func(c *Config) *string { return &c.Upstream })},
 	{key: "debug-addr", env: "SIDECAR_DEBUG_ADDR", yaml: "debug_addr", help: "serve Go's /debug/pprof profiles on this address (off by default; keep it on localhost)",
 		apply: str(func(c *Config) *string { return &c.DebugAddr })},
 	{key: "dev", env: "SIDECAR_DEV", yaml: "dev", def: "false", help: "dev mode: start an in-memory Redis at redis.url if none answers (NOT durable)",
@@ -201,6 +203,10 @@ Routes and fallbacks (YAML only):
     - path: /sync
       topic: match.updated
       fallback: http://calendar-sidecar:7700/v1/inbox/match.updated  # while Redis is down
+      response:            # what the caller gets on acceptance (default: 202 receipt)
+        status: 200        # 200..299
+        body: '{"status":"success"}'
+        content_type: application/json  # default: application/json if body is JSON, else text/plain
   fallbacks:               # the same for POST /v1/publish/{topic}
     match.updated: http://calendar-sidecar:7700/v1/inbox/match.updated
 
@@ -211,10 +217,11 @@ Subscriptions in YAML (all keys but topic and url optional):
       group: calendar          # default: service
       start: earliest          # earliest | latest (where a new group starts)
       concurrency: 1           # in-flight deliveries; 1 = strict stream order
-      timeout: 10s             # per delivery attempt
+      timeout: 30s             # per delivery attempt; a timed-out attempt may still run on at the webhook while the retry starts
       retry_for: 24h           # retriable failures retried this long, then dead-letter
       max_attempts: 0          # 0 = no count limit (retry_for decides)
       backoff: {initial: 500ms, max: 1m}
+      body: /payload           # JSON Pointer: deliver only this member of a JSON event (default: the whole event)
 `)
 	return b.String()
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -36,6 +37,10 @@ type APIConfig struct {
 	Observer FallbackObserver
 	// Extra serves further read-only endpoints (status, metrics) behind the token.
 	Extra map[string]http.Handler
+	// Upstream, when set, receives every request that matches no route and
+	// no endpoint of the sidecar's (reverse proxy): the old service's other
+	// URLs keep working at the sidecar's address.
+	Upstream *url.URL
 }
 
 // FallbackObserver records a fallback POST's outcome: delivered or failed.
@@ -56,26 +61,36 @@ func NewAPI(cfg APIConfig, pub Publisher, inbox Inbox, health http.Handler, log 
 	}
 	a := &api{cfg: cfg, pub: pub, inboxer: inbox, log: log, now: time.Now}
 	r := chi.NewRouter()
-	r.NotFound(func(w http.ResponseWriter, _ *http.Request) {
+	notFound := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such endpoint")
-	})
-	r.MethodNotAllowed(func(w http.ResponseWriter, _ *http.Request) {
+	}))
+	notAllowed := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "method not allowed on this endpoint")
-	})
+	}))
+	if cfg.Upstream != nil {
+		proxy := a.authenticate(newUpstreamProxy(cfg.Upstream, cfg.Token, log))
+		routed := map[string]bool{}
+		for _, rt := range cfg.Routes {
+			routed[rt.Path] = true
+		}
+		notFound, notAllowed = ownPathsOr(notFound, proxy), routePathsOr(routed, notAllowed, proxy)
+	}
+	r.NotFound(notFound.ServeHTTP)
+	r.MethodNotAllowed(notAllowed.ServeHTTP)
 	r.Method(http.MethodGet, "/healthz", health)
 	r.Method(http.MethodGet, "/readyz", health)
 	r.Group(func(r chi.Router) {
 		r.Use(a.authenticate)
 		r.Post("/v1/publish/{topic}", func(w http.ResponseWriter, r *http.Request) {
 			topic := chi.URLParam(r, "topic")
-			a.publish(w, r, topic, a.cfg.Fallbacks[topic])
+			a.publish(w, r, topic, a.cfg.Fallbacks[topic], nil)
 		})
 		r.Post("/v1/inbox/{topic}", a.inbox)
 		for path, h := range cfg.Extra {
 			r.Method(http.MethodGet, path, h)
 		}
 		for _, rt := range cfg.Routes {
-			r.Post(rt.Path, func(w http.ResponseWriter, r *http.Request) { a.publish(w, r, rt.Topic, rt.Fallback) })
+			r.Post(rt.Path, func(w http.ResponseWriter, r *http.Request) { a.publish(w, r, rt.Topic, rt.Fallback, rt.Response) })
 		}
 	})
 	return r
@@ -112,7 +127,9 @@ func (a *api) authenticate(next http.Handler) http.Handler {
 	})
 }
 
-func (a *api) publish(w http.ResponseWriter, r *http.Request, topic, fallback string) {
+// publish accepts one event for topic and answers with the receipt, or
+// with reply (a route's configured answer) when one is given.
+func (a *api) publish(w http.ResponseWriter, r *http.Request, topic, fallback string, reply *RouteResponse) {
 	if err := event.ValidateTopic(topic); err != nil {
 		writeError(w, http.StatusBadRequest, "invalid_topic", err.Error())
 		return
@@ -142,7 +159,32 @@ func (a *api) publish(w http.ResponseWriter, r *http.Request, topic, fallback st
 	if rc.Spooled && fallback != "" {
 		resp.Fallback = a.sendFallback(r.Context(), fallback, topic, ev)
 	}
+	if reply != nil {
+		writeRouteResponse(w, reply, resp)
+		return
+	}
 	writeJSON(w, http.StatusAccepted, resp)
+}
+
+// writeRouteResponse writes a route's configured answer; the receipt goes
+// into headers, where an unmodified caller does not look but an operator can.
+func writeRouteResponse(w http.ResponseWriter, reply *RouteResponse, rc publishResponse) {
+	h := w.Header()
+	h.Set("Sidecar-Event-Id", rc.ID)
+	if rc.StreamID != "" {
+		h.Set("Sidecar-Stream-Id", rc.StreamID)
+	}
+	if rc.Spooled {
+		h.Set("Sidecar-Spooled", "true")
+	}
+	if rc.Fallback != "" {
+		h.Set("Sidecar-Fallback", rc.Fallback)
+	}
+	if reply.ContentType != "" {
+		h.Set("Content-Type", reply.ContentType)
+	}
+	w.WriteHeader(reply.Status)
+	_, _ = w.Write(reply.Body)
 }
 
 // readEvent builds the event from the request: a structured CloudEvent, or

@@ -21,6 +21,18 @@ type Route struct {
 	Path     string
 	Topic    string
 	Fallback string // "" = none
+	// Response is what the caller gets once the event is accepted (also
+	// when spooled); nil = the 202 receipt.
+	Response *RouteResponse
+}
+
+// RouteResponse is a route's fixed answer on acceptance, for a caller that
+// insists on its old service's reply (e.g. exactly 200 {"status":"success"}).
+// Refusals keep the JSON error shape and their status.
+type RouteResponse struct {
+	Status      int // 2xx
+	Body        []byte
+	ContentType string // "" = no Content-Type header
 }
 
 // Inbox is what the API needs of the fallback receiver.

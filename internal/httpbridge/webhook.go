@@ -1,5 +1,6 @@
-// Package httpbridge is sidecar's HTTP side: the publish API, and webhook
-// delivery of events to the service beside it.
+// Package httpbridge is sidecar's HTTP side: the publish API (with routes
+// and the upstream proxy for unmodified callers), and webhook delivery of
+// events to the service beside it.
 package httpbridge
 
 import (
@@ -29,8 +30,11 @@ type Webhook struct {
 	URL     string
 	Timeout time.Duration // per attempt
 	Secret  []byte        // Standard Webhooks key; nil = unsigned
-	Client  Doer
-	Now     func() time.Time
+	// Body, when set, sends only that member of a JSON event (its bytes as
+	// they are in the event) as application/json, instead of the data.
+	Body   Pointer
+	Client Doer
+	Now    func() time.Time
 }
 
 // maxRetryAfter caps a receiver's Retry-After, so one odd header cannot
@@ -62,8 +66,20 @@ func (e *DeliveryError) Permanent() bool { return e.permanent }
 // RetryAfter is the receiver's Retry-After, if it sent one.
 func (e *DeliveryError) RetryAfter() time.Duration { return e.retryAfter }
 
-// Deliver makes one delivery attempt of ev.
+// Deliver makes one delivery attempt of ev. An event without the member
+// that Body names fails permanently (a *BodyError), with no request sent.
 func (w *Webhook) Deliver(ctx context.Context, topic string, attempt int, ev *event.Event) error {
+	if w.Body != "" {
+		member, err := w.Body.Extract(ev.Data)
+		if err != nil {
+			return err
+		}
+		// A copy: the headers (and the signature) describe what is sent;
+		// the event itself is shared with the stream layer.
+		sent := *ev
+		sent.Data, sent.ContentType = member, "application/json"
+		ev = &sent
+	}
 	ctx, cancel := context.WithTimeout(ctx, w.Timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.URL, bytes.NewReader(ev.Data))
