@@ -7,6 +7,7 @@
 //	sidecar:{topic} ──XREADGROUP──▶ Subscriber ──POST──▶ service webhook
 //	                 2xx: XACK · 408/429/5xx: retry with backoff · else / exhausted: DLQ + XACK
 //	peer ──POST /v1/inbox/{topic}──▶ Inbox ──POST──▶ service webhook (ledger: the stream copy is not delivered again)
+//	Redis client ──PUBLISH (resp.listen)──▶ Relay · SUBSCRIBE ──▶ group `service` ──▶ Pub/Sub messages
 package main
 
 import (
@@ -37,6 +38,7 @@ import (
 	"github.com/fogis-sidecar/sidecar/internal/inbox"
 	"github.com/fogis-sidecar/sidecar/internal/metrics"
 	"github.com/fogis-sidecar/sidecar/internal/relay"
+	"github.com/fogis-sidecar/sidecar/internal/resp"
 	"github.com/fogis-sidecar/sidecar/internal/spool"
 	"github.com/fogis-sidecar/sidecar/internal/stream"
 )
@@ -201,6 +203,27 @@ func serve(ctx context.Context, cfg *config.Config, logger zerolog.Logger) error
 		return fmt.Errorf("listen: %w", err)
 	}
 	srv := httpbridge.NewServer(api, component("http"))
+	// Redis-protocol ingress (resp.listen): bound here too, so a port
+	// conflict fails the start.
+	var respSrv *resp.Server
+	if cfg.RespListen != "" {
+		var reserved []string // topics a webhook subscription reads in the service's group
+		for _, sc := range cfg.Subscriptions {
+			if sc.Group == cfg.Service {
+				reserved = append(reserved, sc.Topic)
+			}
+		}
+		feeds := resp.NewRedis(rdb, resp.RedisConfig{
+			Group: cfg.Service, Consumer: cfg.Consumer, ClaimTimeout: cfg.ClaimTimeout,
+			Grace: cfg.ShutdownGrace, Observer: m,
+		}, component("resp"))
+		if respSrv, err = resp.New(cfg.RespListen, resp.Config{
+			Service: cfg.Service, Token: cfg.APIToken, MaxMessage: int(cfg.MaxBody),
+			Grace: cfg.ShutdownGrace, Version: version, Reserved: reserved,
+		}, rel, feeds, component("resp")); err != nil {
+			return fmt.Errorf("resp.listen: %w", err)
+		}
+	}
 	var debugLn net.Listener
 	if cfg.DebugAddr != "" {
 		if debugLn, err = net.Listen("tcp", cfg.DebugAddr); err != nil {
@@ -237,6 +260,13 @@ func serve(ctx context.Context, cfg *config.Config, logger zerolog.Logger) error
 				logger.Warn().Err(err).Msg("http shutdown: grace period ended with requests in flight")
 			}
 		})
+	}
+	if respSrv != nil {
+		// Redis-protocol ingress: PUBLISH and SUBSCRIBE for unmodified Redis
+		// clients. Right after the HTTP API: a PUBLISH under way still gets
+		// its answer from the relay (the spool closes after g.Run returns).
+		rctx, cancel := context.WithCancel(ctx)
+		g.Add(func() error { return respSrv.Run(rctx) }, func(error) { cancel() })
 	}
 	if debugLn != nil {
 		// Profiling listener (debug_addr): Go's pprof handlers, nothing else.

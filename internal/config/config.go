@@ -41,8 +41,11 @@ type Config struct {
 	IdempotencyWindow time.Duration
 	Dev               bool
 	DebugAddr         string // pprof listener; "" = off
-	Subscriptions     []Subscription
-	Routes            []Route
+	// RespListen is the Redis-protocol ingress address (PUBLISH, SUBSCRIBE
+	// for unmodified Redis clients); "" = off.
+	RespListen    string
+	Subscriptions []Subscription
+	Routes        []Route
 	// Upstream receives, reverse-proxied, every request that matches no
 	// route and no endpoint of the sidecar's; "" = none (404).
 	Upstream string
@@ -248,6 +251,11 @@ func (c *Config) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		bad("listen", "%q is not host:port: %v", c.Listen, err)
+	}
+	if c.RespListen != "" {
+		if _, _, err := net.SplitHostPort(c.RespListen); err != nil {
+			bad("resp.listen", "%q is not host:port: %v", c.RespListen, err)
+		}
 	}
 	if c.DebugAddr != "" {
 		if _, _, err := net.SplitHostPort(c.DebugAddr); err != nil {

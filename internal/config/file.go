@@ -32,6 +32,9 @@ type fileConfig struct {
 		URL         *string `yaml:"url"`
 		MinReplicas *string `yaml:"min_replicas"`
 	} `yaml:"redis"`
+	Resp struct {
+		Listen *string `yaml:"listen"`
+	} `yaml:"resp"`
 	Spool struct {
 		Dir      *string `yaml:"dir"`
 		MaxBytes *string `yaml:"max_bytes"`
@@ -92,7 +95,7 @@ func applyFile(c *Config, path string, explicit map[string]bool) error {
 		"api_token": fc.APIToken, "webhook_secret": fc.WebhookSecret, "max_body": fc.MaxBody,
 		"publish_timeout": fc.PublishTimeout, "shutdown_grace": fc.ShutdownGrace,
 		"claim_timeout": fc.ClaimTimeout, "idempotency_window": fc.IdempotencyWindow, "dev": fc.Dev, "debug_addr": fc.DebugAddr, "upstream": fc.Upstream,
-		"redis.url": fc.Redis.URL, "redis.min_replicas": fc.Redis.MinReplicas, "spool.dir": fc.Spool.Dir, "spool.max_bytes": fc.Spool.MaxBytes,
+		"redis.url": fc.Redis.URL, "resp.listen": fc.Resp.Listen, "redis.min_replicas": fc.Redis.MinReplicas, "spool.dir": fc.Spool.Dir, "spool.max_bytes": fc.Spool.MaxBytes,
 		"log.level": fc.Log.Level, "log.format": fc.Log.Format,
 		"retention.max_len": fc.Retention.MaxLen, "retention.max_age": fc.Retention.MaxAge,
 		"retention.interval": fc.Retention.Interval,

@@ -59,6 +59,8 @@ var settings = []setting{
 			c.RedisMinReplicas = n
 			return nil
 		}},
+	{key: "resp-listen", env: "SIDECAR_RESP_LISTEN", yaml: "resp.listen", help: "answer Redis clients (PUBLISH is a durable publish, SUBSCRIBE reads through the service's consumer group) on this address, e.g. 127.0.0.1:6380 (off by default)",
+		apply: str(func(c *Config) *string { return &c.RespListen })},
 	{key: "subscribe", env: "SIDECAR_SUBSCRIBE", yaml: "subscriptions", help: "short form topic=url[,topic=url…]; replaces the file's subscriptions",
 		apply: func(c *Config, v string) error {
 			subs, err := ParseSubscribe(v)
