@@ -2,7 +2,6 @@ package test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -13,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/compose-spec/compose-go/v2/types"
 	"github.com/ory/dockertest/v3"
 
 	"github.com/fogis-sidecar/sidecar/internal/eventually"
@@ -132,39 +132,90 @@ func TestPythonExamplesVerifySignaturesAndDeduplicate(t *testing.T) {
 	}
 }
 
+// TestFogisStandInsEndToEnd runs the FOGIS pair of each compose file
+// (docker-compose.yml: Redis mode; examples/fogis/docker-compose.http-mode.yml:
+// HTTP mode) as local processes: the stand-ins with the environment the
+// compose file gives them and the sidecars with the YAML it mounts, host
+// names replaced by this machine's addresses. The processor's first cycle
+// finds a new match and the calendar syncs it.
 func TestFogisStandInsEndToEnd(t *testing.T) {
-	py := python(t)
-	redis := redistest.StartProcess(t)
-	calPort := redistest.FreePort(t)
-	startPython(t, py, "../examples/fogis/calendar_sync.py", "HOST=127.0.0.1", fmt.Sprint("PORT=", calPort))
-	calURL := fmt.Sprintf("http://127.0.0.1:%d", calPort)
-	waitHTTP(t, calURL+"/health")
-	// The example sidecar configs with this machine's addresses.
-	cal := startSidecar(t, "calendar-sidecar", "REDIS_URL="+redis.URL, "SIDECAR_CONFIG="+writeConfig(t, strings.NewReplacer(
-		"http://calendar:5003", calURL).Replace(readFile(t, "../examples/fogis/calendar-sidecar.yaml"))))
-	proc := startSidecar(t, "processor-sidecar", "REDIS_URL="+redis.URL, "SIDECAR_CONFIG="+writeConfig(t, strings.NewReplacer(
-		"http://calendar-sidecar:7700", cal.url("")).Replace(readFile(t, "../examples/fogis/processor-sidecar.yaml"))))
-	out, err := runPython(py, "../examples/fogis/match_processor.py", "PROCESSOR_SIDECAR="+proc.url(""), "PUBLISH_COUNT=3", "PUBLISH_INTERVAL=0")
-	if err != nil {
-		t.Fatalf("match_processor.py: %v\n%s", err, out)
+	py := fogisPythons(t)[0]
+	for _, cf := range composeFiles {
+		t.Run(cf.mode+" mode", func(t *testing.T) { fogisCompose(t, py, cf.file, cf.name, cf.mode) })
 	}
-	var got []struct {
-		ID   string         `json:"id"`
-		Body map[string]any `json:"body"`
-	}
-	eventually.True(t, 15*time.Second, "3 match updates at the calendar", func() bool {
-		resp, err := http.Get(calURL + "/received")
+}
+
+func fogisCompose(t *testing.T, py fogisPy, file, name, mode string) {
+	p := loadCompose(t, file, name)
+	service := func(name string) types.ServiceConfig {
+		s, err := p.GetService(name)
 		if err != nil {
-			return false
+			t.Fatal(err)
 		}
-		defer resp.Body.Close()
-		return json.NewDecoder(resp.Body).Decode(&got) == nil && len(got) == 3
+		return s
+	}
+	redis := fogisRedis(t)
+	api := startFogisAPI(t, py)
+	calPort := redistest.FreePort(t)
+	hosts := []string{"redis://redis:6379/0", redis.URL, "http://fogis-api:8080", api.base,
+		"http://calendar:5003", fmt.Sprintf("http://127.0.0.1:%d", calPort)}
+	// The sidecars, the calendar's first: in Redis mode the calendar
+	// subscribes once, at start.
+	for _, name := range []string{"calendar-sidecar", "processor-sidecar"} {
+		s := service(name)
+		var yaml string
+		for _, v := range s.Volumes {
+			if v.Target == env(s, "SIDECAR_CONFIG") {
+				yaml = readFile(t, v.Source)
+			}
+		}
+		yaml = strings.NewReplacer(hosts...).Replace(yaml)
+		e := []string{"REDIS_URL=" + redis.URL, "SIDECAR_CONFIG=" + writeConfig(t, yaml),
+			"SIDECAR_SERVICE=" + env(s, "SIDECAR_SERVICE"), "SIDECAR_CONSUMER=" + env(s, "SIDECAR_CONSUMER")}
+		if strings.Contains(yaml, "\nresp:") {
+			resp := fmt.Sprintf("127.0.0.1:%d", redistest.FreePort(t))
+			e = append(e, "SIDECAR_RESP_LISTEN="+resp)
+			hosts = append(hosts, "redis://"+name+":6379", "redis://"+resp)
+		}
+		sc := startSidecar(t, name, e...)
+		hosts = append(hosts, "http://"+name+":7700", sc.url(""))
+	}
+	composeEnv := func(s types.ServiceConfig) []string {
+		rep := strings.NewReplacer(hosts...)
+		var out []string
+		for k, v := range s.Environment {
+			if v != nil {
+				out = append(out, k+"="+rep.Replace(*v))
+			}
+		}
+		return out
+	}
+	calEnv := composeEnv(service("calendar"))
+	if mode == "http" {
+		// The compose network's alias fogis-redis: the legacy calendar's own
+		// subscriber on its default REDIS_URL.
+		calEnv = append(calEnv, "REDIS_URL="+redis.URL)
+	}
+	cal := calendar{startStandIn(t, py, "calendar", "calendar_sync.py", calPort, "/health", append(calEnv,
+		"FLASK_HOST=127.0.0.1", fmt.Sprint("FLASK_PORT=", calPort), "GOOGLE_CALENDAR_TOKEN_FILE="+stubToken(t))...)}
+	proc := startProcessor(t, py, "processor", api, true, append(composeEnv(service("processor")),
+		"SERVICE_INTERVAL=1", "DATA_FOLDER="+t.TempDir())...)
+	if mode == "redis" {
+		s := cal.waitSync("redis", "15:00", true)
+		t.Logf("measured: compose Redis mode: the first update reached the calendar %v after the processor started",
+			secs(s.At-float64(proc.started.UnixNano())/1e9))
+		return
+	}
+	poll(t, 30*time.Second, "the calendar's /sync run", func() bool {
+		for _, s := range cal.syncs() {
+			if s.Via == "sync" && s.Success {
+				return true
+			}
+		}
+		return false
 	})
-	for i, g := range got {
-		p, _ := g.Body["payload"].(map[string]any)
-		if g.Body["type"] != "match_updates" || p["match_id"] != float64(1001+i) {
-			t.Fatalf("update %d: got %v", i, g.Body)
-		}
+	if l := proc.logText(); !strings.Contains(l, "Contact sync process completed successfully.") || strings.Contains(l, "Contact sync process failed") {
+		t.Fatalf("processor:\n%s", proc.logTail(20))
 	}
 }
 
@@ -175,14 +226,6 @@ func readFile(t *testing.T, p string) string {
 		t.Fatal(err)
 	}
 	return string(b)
-}
-
-func runPython(py, script string, env ...string) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, py, script)
-	cmd.Env = append(os.Environ(), env...)
-	return cmd.CombinedOutput()
 }
 
 // TestDockerImage builds the Dockerfile and runs the image in dev mode. It
