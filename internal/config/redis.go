@@ -80,6 +80,21 @@ func NewRedisClient(raw string) (redis.UniversalClient, error) {
 	return redis.NewUniversalClient(o), nil
 }
 
+// NewRedisReaderClient is NewRedisClient for consumer-group reads: go-redis
+// must never retry them by itself. An XREADGROUP or XAUTOCLAIM whose answer
+// was lost has already handed entries to this consumer; a silent retry on a
+// new connection hides that, and those entries come back only through a
+// later claim — out of order. Without retries the subscriber sees the error
+// and re-reads its own pending entries first.
+func NewRedisReaderClient(raw string) (redis.UniversalClient, error) {
+	o, err := ParseRedisURL(raw)
+	if err != nil {
+		return nil, err
+	}
+	o.MaxRetries = -1
+	return redis.NewUniversalClient(o), nil
+}
+
 // RedactURL hides a password in a URL for error messages and logs.
 func RedactURL(raw string) string {
 	u, err := url.Parse(raw)

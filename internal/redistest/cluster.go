@@ -147,9 +147,20 @@ func (c *Cluster) KillNode(addr string) {
 			k.id = n.id
 		}
 	}
-	for _, n := range nodes {
-		if n.masterID == k.id {
-			k.replicas = append(k.replicas, n.id)
+	// Its replicas as any live node sees them: one node's table can lag
+	// (a replica that just attached), and a replica missed here would make
+	// WaitPromotion give up.
+	for _, a := range c.live() {
+		view := nodes
+		if a != addr {
+			if view, err = clusterNodes(a); err != nil {
+				continue
+			}
+		}
+		for _, n := range view {
+			if n.masterID == k.id && !slices.Contains(k.replicas, n.id) {
+				k.replicas = append(k.replicas, n.id)
+			}
 		}
 	}
 	srv.Kill()

@@ -158,7 +158,9 @@ func (r *Relay) Publish(ctx context.Context, topic string, ev *event.Event) (eve
 func (r *Relay) publish(ctx context.Context, topic string, ev *event.Event) (event.Receipt, error) {
 	ts := r.state(topic)
 	if !ts.spooling.Load() {
-		dctx, cancel := context.WithTimeout(ctx, r.timeout)
+		// Not the request's context: a client that hangs up must not turn
+		// a healthy write into a "timed-out, uncertain" outage.
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.timeout)
 		rc, err := r.log.Publish(dctx, topic, ev)
 		cancel()
 		if err == nil {

@@ -78,10 +78,17 @@ func NewPublisher(rdb redis.UniversalClient, opts PublisherOptions, log zerolog.
 func (p *Publisher) Publish(ctx context.Context, topic string, ev *event.Event) (event.Receipt, error) {
 	p.opts.Touched(topic)
 	if ev.IdempotencyKey != "" {
-		return p.publishOnce(ctx, topic, ev, ev.IdempotencyKey)
+		rc, err := p.publishOnce(ctx, topic, ev, ev.IdempotencyKey)
+		if err != nil {
+			p.forgetRecent(topic)
+		}
+		return rc, err
 	}
 	id, err := p.xadd(ctx, &redis.XAddArgs{Stream: Key(topic), Values: ev.Values()})
 	if err != nil {
+		// This event may be spooled as uncertain: a look-up of the
+		// stream read before its write was sent must not answer for it.
+		p.forgetRecent(topic)
 		return event.Receipt{}, err
 	}
 	return event.Receipt{ID: ev.ID, Topic: topic, StreamID: id}, nil

@@ -701,3 +701,50 @@ func TestReplicaCountedWithoutINFO(t *testing.T) {
 		t.Fatalf("publish with the only replica stopped, no INFO permission: got %+v, %v; want unacknowledged (uncertain)", rc, err)
 	}
 }
+
+// Found by the chaos soak (standalone, seed 102): Redis handed an entry to
+// this consumer and the answer never arrived (it shut down mid-reply).
+// After the read error the subscriber must read its own pending history
+// before new entries — before, it went on with new ones and the orphan came
+// back only through the claim scan, delivered out of order.
+func TestEntryOrphanedByALostReadIsDeliveredFirst(t *testing.T) {
+	_, rdb, topic, p := setup(t, redistest.StartProcess, "orphan", Retention{})
+	ctx := context.Background()
+	if err := rdb.XGroupCreateMkStream(ctx, Key(topic), "g", "$").Err(); err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{}
+	// As the sidecar reads: through a client that never retries by itself.
+	reads := redis.NewClient(&redis.Options{Addr: rdb.Options().Addr, MaxRetries: -1})
+	defer reads.Close()
+	startSub(t, reads, SubscriptionConfig{Topic: topic, Group: "g", Consumer: "c1", ClaimTimeout: time.Minute}, rec)
+	eventually.True(t, 5*time.Second, "subscriber blocked on new entries", func() bool {
+		list, err := rdb.ClientList(ctx).Result()
+		return err == nil && strings.Contains(list, "cmd=xreadgroup")
+	})
+	// One transaction appends e0 and hands it to c1 — as the lost read
+	// did — before the subscriber's blocked read can be served.
+	orphan := newEvent("e0")
+	if _, err := rdb.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
+		pipe.XAdd(ctx, &redis.XAddArgs{Stream: Key(topic), Values: orphan.Values()})
+		pipe.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "g", Consumer: "c1", Streams: []string{Key(topic), ">"}, Count: 1, Block: -1})
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// The subscriber's connection breaks: its read fails.
+	if err := rdb.Do(ctx, "CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes").Err(); err != nil {
+		t.Fatal(err)
+	}
+	ids := publishN(t, p, topic, 3)
+	eventually.True(t, 10*time.Second, "4 deliveries", func() bool { return len(rec.deliveries()) >= 4 })
+	got := rec.deliveries()
+	if got[0].Event.ID != orphan.ID {
+		t.Fatalf("first delivery: got %q, want the orphaned entry %q first (then %v)", got[0].Event.Data, orphan.Data, ids)
+	}
+	for i, id := range ids {
+		if got[i+1].Event.ID != id {
+			t.Fatalf("delivery %d: got %s, want %s", i+1, got[i+1].Event.ID, id)
+		}
+	}
+}

@@ -251,6 +251,12 @@ func (s *Subscriber) read(ctx context.Context, jobs chan<- job, tokens chan stru
 		}
 		failures++
 		s.setLastError(err)
+		// A read whose answer was lost (Redis stopped or died after
+		// handing out entries, the connection broke mid-reply) left those
+		// entries pending on this consumer without our knowing: read our
+		// own pending history again before anything new, or they would be
+		// delivered late — out of order — when the claim scan finds them.
+		pendingCursor = "0"
 		if !IsRejected(err) {
 			// On Cluster the slot's master may have died and its replica
 			// taken over: look again now, not on go-redis's schedule.
