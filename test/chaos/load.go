@@ -250,7 +250,13 @@ func (g *loadGen) publish(addr string, ev *pubEvent) attempt {
 	if err != nil {
 		a.done, a.note = time.Now(), err.Error()
 		a.outcome = unknown
-		if errors.Is(err, syscall.ECONNREFUSED) {
+		// Connection refused means nothing was sent — unless Go's transport
+		// retried: it re-sends a request it counts as idempotent (a POST
+		// with an Idempotency-Key) when a reused connection broke, so the
+		// refusal may answer a second send whose first one the sidecar took
+		// (30-minute soaks, standalone seed 1001 and Sentinel seed 2001:
+		// pubA SIGKILLed mid-answer).
+		if errors.Is(err, syscall.ECONNREFUSED) && ev.idemKey == "" {
 			a.outcome = refused // nothing was sent: the sidecar is down
 		}
 		return a
