@@ -412,10 +412,10 @@ func (s *Subscriber) deliveryCounts(ctx context.Context, key string, msgs []redi
 	defer cancel()
 	lo, hi := msgs[0].ID, msgs[0].ID
 	for _, m := range msgs {
-		if streamIDLess(m.ID, lo) {
+		if IDLess(m.ID, lo) {
 			lo = m.ID
 		}
-		if streamIDLess(hi, m.ID) {
+		if IDLess(hi, m.ID) {
 			hi = m.ID
 		}
 	}
@@ -432,8 +432,8 @@ func (s *Subscriber) deliveryCounts(ctx context.Context, key string, msgs []redi
 	return out
 }
 
-// streamIDLess orders stream ids ("ms-seq") numerically.
-func streamIDLess(a, b string) bool {
+// IDLess orders stream ids ("ms-seq") numerically.
+func IDLess(a, b string) bool {
 	am, as, _ := strings.Cut(a, "-")
 	bm, bs, _ := strings.Cut(b, "-")
 	if len(am) != len(bm) {

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/fogis-sidecar/sidecar/internal/backoff"
 )
 
 // faultRecord is what became of one planned fault.
@@ -52,13 +54,13 @@ func newNemesis(start time.Time, window time.Duration, lanes []lane, logf func(s
 func (n *nemesis) runLane(ctx context.Context, specs []spec) {
 	end := n.start.Add(n.window)
 	for _, s := range specs {
-		if !sleepCtx(ctx, time.Until(n.start.Add(s.at))) || !time.Now().Before(end) {
+		if !backoff.Sleep(ctx, time.Until(n.start.Add(s.at))) || !time.Now().Before(end) {
 			return
 		}
 		rec := n.apply(ctx, s)
 		if rec.healed.IsZero() {
 			if rec.err == "" { // a fault that failed half-way is undone at once
-				sleepCtx(ctx, min(s.hold, time.Until(end)))
+				backoff.Sleep(ctx, min(s.hold, time.Until(end)))
 			}
 			n.heal(ctx, rec)
 		}

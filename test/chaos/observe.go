@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fogis-sidecar/sidecar/internal/stream"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -147,7 +148,7 @@ type groupState struct {
 // resync Redis 7.0 reported lags of hundreds for groups that had read
 // everything (their last-delivered-id was the newest entry).
 func (g groupState) caughtUp() bool {
-	return g.err == "" && g.pending == 0 && (g.last == "" || !streamIDLess(g.lastRead, g.last))
+	return g.err == "" && g.pending == 0 && (g.last == "" || !stream.IDLess(g.lastRead, g.last))
 }
 
 func (g groupState) String() string {
@@ -155,22 +156,6 @@ func (g groupState) String() string {
 		return fmt.Sprintf("%s/%s: %s", g.topic, g.group, g.err)
 	}
 	return fmt.Sprintf("%s/%s: pending %d, read up to %s of %s (lag %d)", g.topic, g.group, g.pending, g.lastRead, g.last, g.lag)
-}
-
-// streamIDLess orders stream ids ("ms-seq") numerically.
-func streamIDLess(a, b string) bool {
-	am, as, _ := strings.Cut(a, "-")
-	bm, bs, _ := strings.Cut(b, "-")
-	if len(am) != len(bm) {
-		return len(am) < len(bm)
-	}
-	if am != bm {
-		return am < bm
-	}
-	if len(as) != len(bs) {
-		return len(as) < len(bs)
-	}
-	return as < bs
 }
 
 func readGroups(ctx context.Context, rdb redis.UniversalClient, topics [2]string, groups []string) []groupState {

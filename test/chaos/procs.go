@@ -11,6 +11,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/fogis-sidecar/sidecar/internal/backoff"
 )
 
 // proc is one sidecar process, restartable with the same environment,
@@ -211,7 +213,7 @@ func (p *proc) ensureUp(ctx context.Context, d time.Duration) error {
 		if p.running() || ctx.Err() != nil || time.Now().After(deadline) {
 			return err // alive but not answering, or out of time
 		}
-		if !sleepCtx(ctx, time.Second) {
+		if !backoff.Sleep(ctx, time.Second) {
 			return errors.Join(err, ctx.Err())
 		}
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/fogis-sidecar/sidecar/internal/backoff"
 	"github.com/fogis-sidecar/sidecar/internal/redistest"
 )
 
@@ -121,7 +122,7 @@ func (s *sentinelSet) waitAgreed(ctx context.Context) error {
 		stable := now != "" && now == prev
 		prev = now
 		if !stable {
-			sleepCtx(ctx, time.Second)
+			backoff.Sleep(ctx, time.Second)
 		}
 		return stable
 	})

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/fogis-sidecar/sidecar/internal/backoff"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -192,7 +193,7 @@ func (s *soak) drive(ctx context.Context) (*loadGen, *nemesis) {
 		lanesDone.Go(func() { nem.runLane(ctx, specs) })
 	}
 	stopProgress := s.progress(ctx, load, nem)
-	sleepCtx(ctx, o.duration) // the schedule is time-based; this is its end, not a wait for a condition
+	backoff.Sleep(ctx, o.duration) // the schedule is time-based; this is its end, not a wait for a condition
 	stopLoad()
 	loadDone.Wait()
 	s.logf("load stopped; waiting for the nemesis to heal its last faults")
@@ -230,7 +231,7 @@ func (s *soak) progress(ctx context.Context, load *loadGen, nem *nemesis) func()
 	pctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		for sleepCtx(pctx, 10*time.Second) {
+		for backoff.Sleep(pctx, 10*time.Second) {
 			evs := load.snapshot()
 			acked := 0
 			for i := range evs {
@@ -320,7 +321,7 @@ func (s *soak) settle(ctx context.Context, load *loadGen) (string, bool) {
 		if len(waiting) == 0 {
 			return fmt.Sprintf("settled %v after the load", time.Since(start).Round(time.Millisecond)), true
 		}
-		if time.Now().After(deadline) || !sleepCtx(ctx, 500*time.Millisecond) {
+		if time.Now().After(deadline) || !backoff.Sleep(ctx, 500*time.Millisecond) {
 			return fmt.Sprintf("NOT settled within %v: %s", s.opts.settle, state), false
 		}
 		s.logf("settling: %s", state)
