@@ -126,13 +126,6 @@ func serve(ctx context.Context, cfg *config.Config, logger zerolog.Logger) error
 	}
 	// Closed last: after every actor that uses it has returned.
 	defer rdb.Close()
-	// Consumer-group reads go through a client that never retries by
-	// itself (see NewRedisReaderClient).
-	reads, err := config.NewRedisReaderClient(cfg.RedisURL)
-	if err != nil {
-		return fmt.Errorf("redis.url: %w", err)
-	}
-	defer reads.Close()
 
 	component := func(name string) zerolog.Logger { return logger.With().Str("component", name).Logger() }
 	var secret []byte
@@ -154,7 +147,7 @@ func serve(ctx context.Context, cfg *config.Config, logger zerolog.Logger) error
 
 	m := metrics.New()
 	monitor := health.NewMonitor(rdb, time.Second, m, component("redis-monitor"))
-	subs, targets := newSubscriptions(cfg, reads, secret, m, component)
+	subs, targets := newSubscriptions(cfg, rdb, secret, m, component)
 	in := inbox.New(ledger, targets, cfg.ShutdownGrace, component("inbox"))
 	runners := map[string]health.Runner{}
 	for _, s := range subs {
@@ -220,7 +213,7 @@ func serve(ctx context.Context, cfg *config.Config, logger zerolog.Logger) error
 				reserved = append(reserved, sc.Topic)
 			}
 		}
-		feeds := resp.NewRedis(reads, resp.RedisConfig{
+		feeds := resp.NewRedis(rdb, resp.RedisConfig{
 			Group: cfg.Service, Consumer: cfg.Consumer, ClaimTimeout: cfg.ClaimTimeout,
 			Grace: cfg.ShutdownGrace, Observer: m,
 		}, component("resp"))

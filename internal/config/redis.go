@@ -66,7 +66,14 @@ func ParseRedisURL(raw string) (*redis.UniversalOptions, error) {
 	uo.DialerRetryTimeout = 10 * time.Millisecond
 	uo.ReadTimeout = 5 * time.Second
 	uo.WriteTimeout = 5 * time.Second
-	uo.MaxRetries = 1
+	// No transparent retries. A write (XADD, a script) whose answer was
+	// lost when a master died may have been applied and replicated: re-sent
+	// on a new connection it lands twice; the relay spools it as uncertain
+	// and drains it idempotently instead. A consumer-group read whose
+	// answer was lost has handed entries to this consumer: a silent retry
+	// hides that and they come back late, out of order; the subscriber sees
+	// the error and re-reads its own pending entries first.
+	uo.MaxRetries = -1
 	uo.DisableIdentity = true
 	return uo, nil
 }
@@ -77,21 +84,6 @@ func NewRedisClient(raw string) (redis.UniversalClient, error) {
 	if err != nil {
 		return nil, err
 	}
-	return redis.NewUniversalClient(o), nil
-}
-
-// NewRedisReaderClient is NewRedisClient for consumer-group reads: go-redis
-// must never retry them by itself. An XREADGROUP or XAUTOCLAIM whose answer
-// was lost has already handed entries to this consumer; a silent retry on a
-// new connection hides that, and those entries come back only through a
-// later claim — out of order. Without retries the subscriber sees the error
-// and re-reads its own pending entries first.
-func NewRedisReaderClient(raw string) (redis.UniversalClient, error) {
-	o, err := ParseRedisURL(raw)
-	if err != nil {
-		return nil, err
-	}
-	o.MaxRetries = -1
 	return redis.NewUniversalClient(o), nil
 }
 
