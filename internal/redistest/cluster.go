@@ -137,14 +137,14 @@ func (c *Cluster) KillNode(addr string) {
 	if srv == nil {
 		c.t.Fatalf("KillNode %s: not a node of this cluster", addr)
 	}
-	nodes, err := clusterNodes(addr)
+	nodes, err := ClusterNodes(context.Background(), addr)
 	if err != nil {
 		c.t.Fatalf("KillNode %s: cluster nodes: %v", addr, err)
 	}
 	var k killedNode
 	for _, n := range nodes {
-		if n.myself {
-			k.id = n.id
+		if n.Myself {
+			k.id = n.ID
 		}
 	}
 	// Its replicas as any live node sees them: one node's table can lag
@@ -153,13 +153,13 @@ func (c *Cluster) KillNode(addr string) {
 	for _, a := range c.live() {
 		view := nodes
 		if a != addr {
-			if view, err = clusterNodes(a); err != nil {
+			if view, err = ClusterNodes(context.Background(), a); err != nil {
 				continue
 			}
 		}
 		for _, n := range view {
-			if n.masterID == k.id && !slices.Contains(k.replicas, n.id) {
-				k.replicas = append(k.replicas, n.id)
+			if n.MasterID == k.id && !slices.Contains(k.replicas, n.ID) {
+				k.replicas = append(k.replicas, n.ID)
 			}
 		}
 	}
@@ -184,13 +184,13 @@ func (c *Cluster) WaitPromotion(addr string) (promoted string, at time.Time) {
 	var newID string
 	ok = waitUntil(30*time.Second, func() bool {
 		for _, a := range c.live() {
-			nodes, err := clusterNodes(a)
+			nodes, err := ClusterNodes(context.Background(), a)
 			if err != nil {
 				continue
 			}
 			for _, n := range nodes {
-				if n.myself && n.master && slices.Contains(k.replicas, n.id) && clusterStateOK(a) {
-					promoted, newID = a, n.id
+				if n.Myself && n.Master && slices.Contains(k.replicas, n.ID) && ClusterStateOK(context.Background(), a) {
+					promoted, newID = a, n.ID
 					return true
 				}
 			}
@@ -203,12 +203,12 @@ func (c *Cluster) WaitPromotion(addr string) (promoted string, at time.Time) {
 	}
 	ok = waitUntil(10*time.Second, func() bool {
 		for _, a := range c.live() {
-			nodes, err := clusterNodes(a)
-			if err != nil || !clusterStateOK(a) {
+			nodes, err := ClusterNodes(context.Background(), a)
+			if err != nil || !ClusterStateOK(context.Background(), a) {
 				return false
 			}
 			for _, n := range nodes {
-				if n.id == newID && !n.master {
+				if n.ID == newID && !n.Master {
 					return false
 				}
 			}
@@ -267,16 +267,16 @@ func (c *Cluster) waitHealthy(d time.Duration) {
 	c.t.Helper()
 	ok := waitUntil(d, func() bool {
 		for _, a := range c.Addrs {
-			nodes, err := clusterNodes(a)
-			if err != nil || len(nodes) != len(c.Addrs) || !clusterStateOK(a) {
+			nodes, err := ClusterNodes(context.Background(), a)
+			if err != nil || len(nodes) != len(c.Addrs) || !ClusterStateOK(context.Background(), a) {
 				return false
 			}
 			for _, n := range nodes {
-				if !n.healthy() {
+				if !n.Healthy() {
 					return false
 				}
-				if n.myself && !n.master {
-					if role, _, state := roleOf(a); role != "slave" || state != "connected" {
+				if n.Myself && !n.Master {
+					if role, _, state := Role(context.Background(), a); role != "slave" || state != "connected" {
 						return false
 					}
 				}
@@ -298,63 +298,4 @@ func (c *Cluster) logs() string {
 		fmt.Fprintf(&b, "---- cluster node %s ----\n%s\n", a, nodeLogTail(n.dir, 15))
 	}
 	return b.String()
-}
-
-// clusterNode is one line of CLUSTER NODES.
-type clusterNode struct {
-	id, addr, masterID string
-	flags              []string
-	myself, master     bool
-	connected          bool
-}
-
-func (n clusterNode) healthy() bool {
-	for _, f := range n.flags {
-		if f == "fail" || f == "fail?" || f == "handshake" || f == "noaddr" {
-			return false
-		}
-	}
-	return n.connected
-}
-
-// clusterNodes parses CLUSTER NODES as the node at addr sees the cluster.
-func clusterNodes(addr string) ([]clusterNode, error) {
-	n := nodeClient(addr)
-	defer n.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	text, err := n.ClusterNodes(ctx).Result()
-	if err != nil {
-		return nil, err
-	}
-	var out []clusterNode
-	for line := range strings.SplitSeq(strings.TrimSpace(text), "\n") {
-		// <id> <ip:port@cport> <flags> <master> <ping-sent> <pong-recv> <epoch> <link-state> <slot>…
-		f := strings.Fields(line)
-		if len(f) < 8 {
-			return nil, fmt.Errorf("cluster nodes line %q", line)
-		}
-		cn := clusterNode{id: f[0], addr: strings.SplitN(f[1], "@", 2)[0], flags: strings.Split(f[2], ","), connected: f[7] == "connected"}
-		if f[3] != "-" {
-			cn.masterID = f[3]
-		}
-		cn.myself = slices.Contains(cn.flags, "myself")
-		cn.master = slices.Contains(cn.flags, "master")
-		out = append(out, cn)
-	}
-	return out, nil
-}
-
-func clusterStateOK(addr string) bool {
-	n := nodeClient(addr)
-	defer n.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	info, err := n.ClusterInfo(ctx).Result()
-	return err == nil && strings.Contains(info, "cluster_state:ok")
-}
-
-// nodeClient is a plain client to one node, failing fast when it is dead.
-func nodeClient(addr string) *redis.Client {
-	return redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
 }

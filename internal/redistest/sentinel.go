@@ -231,7 +231,7 @@ func (s *Sentinel) waitNewMaster(old string, d time.Duration) string {
 			}
 			now = m
 		}
-		role, _, _ := roleOf(now)
+		role, _, _ := Role(context.Background(), now)
 		return role == "master"
 	})
 	if !ok {
@@ -244,11 +244,11 @@ func (s *Sentinel) waitNewMaster(old string, d time.Duration) string {
 func (s *Sentinel) waitReplicating(replica, master string, d time.Duration) {
 	s.t.Helper()
 	ok := waitUntil(d, func() bool {
-		role, of, state := roleOf(replica)
+		role, of, state := Role(context.Background(), replica)
 		return role == "slave" && of == master && state == "connected"
 	})
 	if !ok {
-		role, of, state := roleOf(replica)
+		role, of, state := Role(context.Background(), replica)
 		s.t.Fatalf("%s does not replicate from %s within %v (ROLE: %s %s %s)\n%s", replica, master, d, role, of, state, s.logs())
 	}
 }
@@ -332,27 +332,6 @@ func sentinelSeesReplica(sentinel, replica string) bool {
 		}
 	}
 	return false
-}
-
-// roleOf returns a node's ROLE: "master", or "slave" with its master's
-// address and link state ("connected" when in sync); "" when it does not answer.
-func roleOf(addr string) (role, master, state string) {
-	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	r, err := c.Do(ctx, "ROLE").Slice()
-	if err != nil || len(r) == 0 {
-		return "", "", ""
-	}
-	role, _ = r[0].(string)
-	if role == "slave" && len(r) >= 4 {
-		host, _ := r[1].(string)
-		port, _ := r[2].(int64)
-		state, _ = r[3].(string)
-		master = net.JoinHostPort(host, fmt.Sprint(port))
-	}
-	return role, master, state
 }
 
 // waitUntil checks cond every 10 ms until it holds (true) or d passes (false).

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os/exec"
 	"slices"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -113,20 +112,20 @@ func (c *clusterSet) killMaster(ctx context.Context, i int) (string, healFunc, e
 	if err != nil {
 		return "", nil, err
 	}
-	nodes, err := clusterNodes(ctx, addr)
+	nodes, err := redistest.ClusterNodes(ctx, addr)
 	if err != nil {
 		return "", nil, err
 	}
 	var id string
 	for _, n := range nodes {
-		if n.myself {
-			id = n.id
+		if n.Myself {
+			id = n.ID
 		}
 	}
 	var replicas []string
 	for _, n := range nodes {
-		if n.masterID == id && n.healthy() {
-			replicas = append(replicas, n.id)
+		if n.MasterID == id && n.Healthy() {
+			replicas = append(replicas, n.ID)
 		}
 	}
 	if len(replicas) == 0 {
@@ -151,12 +150,12 @@ func (c *clusterSet) killMaster(ctx context.Context, i int) (string, healFunc, e
 			if a == addr {
 				continue
 			}
-			ns, err := clusterNodes(ctx, a)
+			ns, err := redistest.ClusterNodes(ctx, a)
 			if err != nil {
 				continue
 			}
 			for _, n := range ns {
-				if n.myself && n.master && slices.Contains(replicas, n.id) && clusterStateOK(ctx, a) {
+				if n.Myself && n.Master && slices.Contains(replicas, n.ID) && redistest.ClusterStateOK(ctx, a) {
 					promoted = a
 					return true
 				}
@@ -185,7 +184,7 @@ func (c *clusterSet) relaunch(ctx context.Context, addr string, args []string) (
 	c.relaunched = append(c.relaunched, cmd)
 	c.mu.Unlock()
 	if err := waitFor(ctx, 30*time.Second, addr+" replicating again", func() bool {
-		role, _, state := roleOf(ctx, addr)
+		role, _, state := redistest.Role(ctx, addr)
 		return role == "slave" && state == "connected"
 	}); err != nil {
 		return "relaunched", err
@@ -222,16 +221,16 @@ func (c *clusterSet) stopNode(ctx context.Context, addr string) (string, healFun
 func (c *clusterSet) waitHealthy(ctx context.Context, d time.Duration) error {
 	return waitFor(ctx, d, "a healthy cluster", func() bool {
 		for _, a := range c.c.Addrs {
-			ns, err := clusterNodes(ctx, a)
-			if err != nil || len(ns) != len(c.c.Addrs) || !clusterStateOK(ctx, a) {
+			ns, err := redistest.ClusterNodes(ctx, a)
+			if err != nil || len(ns) != len(c.c.Addrs) || !redistest.ClusterStateOK(ctx, a) {
 				return false
 			}
 			for _, n := range ns {
-				if !n.healthy() {
+				if !n.Healthy() {
 					return false
 				}
-				if n.myself && !n.master {
-					if role, _, state := roleOf(ctx, a); role != "slave" || state != "connected" {
+				if n.Myself && !n.Master {
+					if role, _, state := redistest.Role(ctx, a); role != "slave" || state != "connected" {
 						return false
 					}
 				}
@@ -289,57 +288,4 @@ func relaunchArgs(ctx context.Context, addr string) ([]string, error) {
 		args = append(args, "--"+name, v)
 	}
 	return args, nil
-}
-
-// clusterNode is one line of CLUSTER NODES.
-type clusterNode struct {
-	id, masterID   string
-	flags          []string
-	myself, master bool
-	connected      bool
-}
-
-func (n clusterNode) healthy() bool {
-	for _, f := range n.flags {
-		if f == "fail" || f == "fail?" || f == "handshake" || f == "noaddr" {
-			return false
-		}
-	}
-	return n.connected
-}
-
-func clusterNodes(ctx context.Context, addr string) ([]clusterNode, error) {
-	n := nodeClient(addr)
-	defer n.Close()
-	cctx, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	text, err := n.ClusterNodes(cctx).Result()
-	if err != nil {
-		return nil, err
-	}
-	var out []clusterNode
-	for line := range strings.SplitSeq(strings.TrimSpace(text), "\n") {
-		// <id> <ip:port@cport> <flags> <master> <ping-sent> <pong-recv> <epoch> <link-state> <slot>…
-		f := strings.Fields(line)
-		if len(f) < 8 {
-			return nil, fmt.Errorf("cluster nodes line %q", line)
-		}
-		cn := clusterNode{id: f[0], flags: strings.Split(f[2], ","), connected: f[7] == "connected"}
-		if f[3] != "-" {
-			cn.masterID = f[3]
-		}
-		cn.myself = slices.Contains(cn.flags, "myself")
-		cn.master = slices.Contains(cn.flags, "master")
-		out = append(out, cn)
-	}
-	return out, nil
-}
-
-func clusterStateOK(ctx context.Context, addr string) bool {
-	n := nodeClient(addr)
-	defer n.Close()
-	cctx, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	info, err := n.ClusterInfo(cctx).Result()
-	return err == nil && strings.Contains(info, "cluster_state:ok")
 }

@@ -90,27 +90,6 @@ func replicaOf(ctx context.Context, addr string) ([]string, error) {
 	return out, nil
 }
 
-// roleOf returns a node's ROLE: "master", or "slave" with its master's
-// address and link state ("connected" when in sync); "" when it does not answer.
-func roleOf(ctx context.Context, addr string) (role, master, state string) {
-	c := nodeClient(addr)
-	defer c.Close()
-	cctx, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	r, err := c.Do(cctx, "ROLE").Slice()
-	if err != nil || len(r) == 0 {
-		return "", "", ""
-	}
-	role, _ = r[0].(string)
-	if role == "slave" && len(r) >= 4 {
-		host, _ := r[1].(string)
-		port, _ := r[2].(int64)
-		state, _ = r[3].(string)
-		master = net.JoinHostPort(host, strconv.FormatInt(port, 10))
-	}
-	return role, master, state
-}
-
 // waitPortClosed waits until nothing accepts connections at addr.
 func waitPortClosed(ctx context.Context, addr string, d time.Duration) error {
 	return waitFor(ctx, d, "port "+addr+" closed", func() bool {

@@ -111,7 +111,7 @@ func (s *sentinelSet) waitAgreed(ctx context.Context) error {
 			}
 			master = addr
 		}
-		if role, _, _ := roleOf(ctx, master); role != "master" {
+		if role, _, _ := redistest.Role(ctx, master); role != "master" {
 			return ""
 		}
 		return master
