@@ -99,7 +99,13 @@ func (p *Publisher) Publish(ctx context.Context, topic string, ev *event.Event) 
 // Returns {1, "<event id> <stream id>"} for a new event, {0, same} for a replay.
 var publishOnceScript = redis.NewScript(`
 local prev = redis.call('GET', KEYS[2])
-if prev then return {0, prev} end
+if prev then
+  -- A write, so the WAIT after this replay covers the original: Redis 7.2+
+  -- moves a client's WAIT offset only on writes that propagate.
+  local ttl = redis.call('PTTL', KEYS[2])
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+  return {0, prev}
+end
 local args = {'XADD', KEYS[1], '*'}
 for i = 3, #ARGV do args[#args+1] = ARGV[i] end
 local sid = redis.call(unpack(args))

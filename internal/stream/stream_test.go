@@ -546,6 +546,22 @@ func TestPublishWaitsForAReplica(t *testing.T) {
 			t.Fatalf("publish %q with the replica stopped: got %v, want an uncertain error (ErrNotReplicated)", ev.Data, err)
 		}
 	}
+	// A client retrying the keyed publish finds its Idempotency-Key on the
+	// master; the original is still there alone, so the replay is no more
+	// certain than the original was.
+	// The retry comes on a connection that never wrote (another sidecar, or
+	// this one restarted). Redis 7.0 sets a client's WAIT offset after any
+	// command; newer versions only after one that propagated, so the replay
+	// writes (the key's own TTL, unchanged) for WAIT to cover the original.
+	p2 := NewPublisher(master.Client(t), PublisherOptions{IdempotencyTTL: time.Minute, MinReplicas: AutoReplicas}, zerolog.Nop())
+	go p2.Run(pctx)
+	retry := newEvent("keyed")
+	retry.IdempotencyKey = "k2"
+	rctx, rcancel := context.WithTimeout(ctx, time.Second)
+	defer rcancel()
+	if _, err := p2.Publish(rctx, topic, retry); err == nil || !IsUncertain(err) || IsRejected(err) {
+		t.Fatalf("retry of the unreplicated keyed publish with the replica stopped: got %v, want an uncertain error (its original is on the master alone)", err)
+	}
 	drained := newEvent("drained")
 	if _, err := p.PublishDrained(ctx, topic, drained, false); err != nil {
 		t.Fatal(err)
