@@ -148,6 +148,12 @@ func (a *api) publish(w http.ResponseWriter, r *http.Request, topic, fallback st
 			writeError(w, http.StatusBadGateway, code, err.Error()+"; the event was not accepted")
 			return
 		}
+		if code == "outcome_unknown" {
+			// Like a gateway timeout: the write may have landed.
+			a.log.Warn().Err(err).Str("topic", topic).Str("event_id", ev.ID).Msg("publish outcome unknown")
+			writeError(w, http.StatusGatewayTimeout, code, err.Error())
+			return
+		}
 		a.log.Warn().Err(err).Str("topic", topic).Str("event_id", ev.ID).Msg("publish refused")
 		writeError(w, http.StatusServiceUnavailable, code, err.Error()+"; the event was not accepted, retry later")
 		return

@@ -174,12 +174,16 @@ func (r *Relay) publish(ctx context.Context, topic string, ev *event.Event) (eve
 			r.logger.Warn().Err(err).Str("topic", topic).Msg("redis unavailable for this topic: publishing to the spool until it returns")
 		}
 		r.lastErr.Store(err.Error())
-		return r.toSpool(ts, topic, ev, r.opts.Uncertain(err))
+		return r.toSpool(ts, topic, ev, err)
 	}
-	return r.toSpool(ts, topic, ev, false)
+	return r.toSpool(ts, topic, ev, nil)
 }
 
-func (r *Relay) toSpool(ts *topicState, topic string, ev *event.Event, uncertain bool) (event.Receipt, error) {
+// toSpool appends ev to the spool. cause is the failed direct write that
+// sent it here (nil when the topic was already spooling); one that may
+// still have been applied marks the event uncertain.
+func (r *Relay) toSpool(ts *topicState, topic string, ev *event.Event, cause error) (event.Receipt, error) {
+	uncertain := cause != nil && r.opts.Uncertain(cause)
 	var flags byte
 	if uncertain {
 		flags = spool.FlagUncertain
@@ -192,6 +196,12 @@ func (r *Relay) toSpool(ts *topicState, topic string, ev *event.Event, uncertain
 	r.refusing.Store(err != nil)
 	if err != nil {
 		r.spoolErrors.Add(1)
+		if uncertain {
+			// The write may have reached Redis (no confirmation came) and
+			// nothing records it here: it may yet be delivered. Saying "not
+			// accepted" would be a lie the publisher acts on.
+			return event.Receipt{}, &Error{code: "outcome_unknown", err: fmt.Errorf("redis may have taken the event but did not confirm it (%v), and the spool could not record it (%w): it may or may not be delivered; retry with the same Idempotency-Key to make sure it is, once", cause, err)}
+		}
 		if errors.Is(err, spool.ErrFull) {
 			return event.Receipt{}, &Error{code: "spool_full", err: fmt.Errorf("redis is unavailable and the spool is full: %w", err)}
 		}

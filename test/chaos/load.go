@@ -274,6 +274,9 @@ func (g *loadGen) publish(addr string, ev *pubEvent) attempt {
 	case resp.StatusCode/100 == 2:
 		// A 2xx the client cannot read is not a receipt it can rely on.
 		a.outcome, a.note = unknown, fmt.Sprintf("2xx without a readable receipt: %q (%v %v)", raw, rerr, jerr)
+	case resp.StatusCode == http.StatusGatewayTimeout && r.Code == "outcome_unknown":
+		// The sidecar says so itself: the write may have landed.
+		a.outcome, a.note = unknown, strings.TrimSpace(string(raw))
 	default:
 		a.outcome, a.note = refused, strings.TrimSpace(string(raw))
 	}

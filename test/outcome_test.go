@@ -1,0 +1,53 @@
+package test
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fogis-sidecar/sidecar/internal/eventually"
+	"github.com/fogis-sidecar/sidecar/internal/redistest"
+)
+
+// A publish whose write reached the master but was not confirmed (no
+// replica acknowledged it in time) and that the spool then could not take
+// has an unknown outcome: the event may well be delivered. Answering it
+// like a certain refusal (503 "not accepted") told the publisher an event
+// was not taken that its subscribers then received — chaos soak, Sentinel
+// seed 2002: seven events refused on every attempt yet delivered, during a
+// master SIGSTOP with the publisher's spool disk full.
+func TestUncertainWriteTheSpoolCannotTakeIsAnUnknownOutcome(t *testing.T) {
+	master := redistest.StartProcess(t)
+	host, port, _ := strings.Cut(master.Addr, ":")
+	replica := redistest.StartProcessWith(t, 0, "--replicaof", host, port)
+	ctx := context.Background()
+	mc := master.Client(t)
+	eventually.True(t, 10*time.Second, "replica online", func() bool {
+		info, err := mc.Info(ctx, "replication").Result()
+		return err == nil && strings.Contains(info, "state=online")
+	})
+	topic := redistest.UniqueTopic(t, "outcome")
+	rc := newReceiver(t)
+	sc := startSidecar(t, "calendar", "REDIS_URL="+master.URL, "SIDECAR_SERVICE=calendar",
+		"SIDECAR_SUBSCRIBE="+topic+"="+rc.url(), "SIDECAR_SPOOL_MAX_BYTES=4096", "SIDECAR_PUBLISH_TIMEOUT=300ms")
+	sc.mustPublish(topic, []byte(`{"n":1}`)) // replicated: acknowledged from the stream
+
+	replica.Stop()
+	defer replica.Cont()
+	big := []byte(`{"n":2,"pad":"` + strings.Repeat("x", 6000) + `"}`) // larger than the whole spool
+	code, r := sc.publish(topic, big)
+	if code != http.StatusGatewayTimeout || r.Code != "outcome_unknown" {
+		t.Fatalf("publish written to the master, unreplicated, spool full: got %d %+v, want 504 outcome_unknown (it may be delivered)", code, r)
+	}
+	// And it may: once the replica catches up the event is in the log of
+	// record and delivered, exactly once.
+	replica.Cont()
+	eventually.True(t, 20*time.Second, "both events delivered", func() bool { return rc.count() >= 2 })
+	got := rc.all()
+	if len(got) != 2 || !bytes.Equal(got[1].Body, big) {
+		t.Fatalf("webhook got %d requests, want 2 (the second the unconfirmed event)", len(got))
+	}
+}
