@@ -197,14 +197,16 @@ func TestInboxFullRefusesAndBoundsMemory(t *testing.T) {
 }
 
 // postInbox POSTs data to the sidecar's inbox as a peer sidecar would:
-// CloudEvents binary-mode headers and a Standard Webhooks signature.
+// CloudEvents binary-mode headers and a Standard Webhooks signature made
+// with the topic's inbox key.
 func postInbox(t *testing.T, s *sidecar, topic, id string, data []byte) (int, receipt, string) {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, s.url("/v1/inbox/"+topic), bytes.NewReader(data))
-	ts := strconv.FormatInt(time.Now().Unix(), 10)
+	ts := time.Now().Unix()
 	for k, v := range map[string]string{
 		"Content-Type": "application/json", "ce-specversion": "1.0", "ce-id": id, "ce-source": "processor",
-		"ce-type": "match_updates", "webhook-id": id, "webhook-timestamp": ts, "webhook-signature": signFor(t, id, ts, data),
+		"ce-type": "match_updates", "webhook-id": id, "webhook-timestamp": strconv.FormatInt(ts, 10),
+		"webhook-signature": sigWith(inboxKey(t, topic), id, ts, data),
 	} {
 		req.Header.Set(k, v)
 	}

@@ -9,6 +9,7 @@ import (
 	"mime"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // CloudEventsContentType is the media type of a structured-mode CloudEvent.
@@ -24,70 +25,119 @@ func IsStructuredCloudEvent(contentType string) bool {
 	return err == nil && mt == CloudEventsContentType
 }
 
-type structuredCE struct {
-	SpecVersion     string          `json:"specversion"`
-	ID              string          `json:"id"`
-	Source          *string         `json:"source"` // nil = absent: the default applies
-	Type            string          `json:"type"`
-	Subject         string          `json:"subject"`
-	Time            string          `json:"time"`
-	DataContentType string          `json:"datacontenttype"`
-	Data            json.RawMessage `json:"data"`
-	DataBase64      string          `json:"data_base64"`
-	TraceParent     string          `json:"traceparent"`
+// CloudEventsBatchContentType is the media type of a JSON batch of
+// structured-mode CloudEvents.
+const CloudEventsBatchContentType = "application/cloudevents-batch+json"
+
+// IsCloudEventsBatch reports whether a Content-Type header announces a
+// batch of CloudEvents.
+func IsCloudEventsBatch(contentType string) bool {
+	mt, _, err := mime.ParseMediaType(contentType)
+	return err == nil && mt == CloudEventsBatchContentType
 }
 
 // ParseStructuredCloudEvent turns a structured-mode CloudEvent (JSON format)
 // into an Event. id, type and specversion ("1.0") are required; source,
 // when present, must be a non-empty URI-reference (absent, it defaults to
-// defaultSource); time defaults to now. Attributes that become delivery
-// headers must be sendable as HTTP header values.
+// defaultSource); time defaults to now. Every other member is an extension
+// attribute, kept in its canonical string form; the distributed-tracing
+// extension's traceparent and tracestate are extensions like any other
+// (the hop's trace context comes from the request's headers). Attributes
+// that become delivery headers must be sendable as HTTP header values.
 func ParseStructuredCloudEvent(body []byte, defaultSource string, now time.Time) (*Event, error) {
-	var ce structuredCE
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if err := dec.Decode(&ce); err != nil {
+	e, err := parseStructured(body, defaultSource, now)
+	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformedCloudEvent, err)
 	}
+	return e, nil
+}
+
+func parseStructured(body []byte, defaultSource string, now time.Time) (*Event, error) {
+	// JSON is UTF-8; Go's decoder would turn bad bytes into U+FFFD, and the
+	// receipt would name an id that no longer is the publisher's.
+	if !utf8.Valid(body) {
+		return nil, errors.New("the event is not valid UTF-8")
+	}
+	var members map[string]json.RawMessage
+	if err := json.NewDecoder(bytes.NewReader(body)).Decode(&members); err != nil {
+		return nil, err
+	}
+	if members == nil {
+		return nil, errors.New("the event must be a JSON object")
+	}
+	var firstErr error
+	// str takes a string attribute out of members; null is absent.
+	str := func(name string) (string, bool) {
+		raw, ok := members[name]
+		delete(members, name)
+		if !ok || string(raw) == "null" {
+			return "", false
+		}
+		var v string
+		if err := json.Unmarshal(raw, &v); err != nil && firstErr == nil {
+			firstErr = fmt.Errorf("%s must be a string", name)
+		}
+		return v, true
+	}
+	specVersion, _ := str("specversion")
+	id, _ := str("id")
+	typ, _ := str("type")
+	source, hasSource := str("source")
+	subject, _ := str("subject")
+	ts, _ := str("time")
+	dataContentType, _ := str("datacontenttype")
+	dataSchema, hasDataSchema := str("dataschema")
+	dataBase64, _ := str("data_base64")
+	data := members["data"]
+	delete(members, "data")
 	switch {
-	case ce.SpecVersion == "":
-		return nil, fmt.Errorf("%w: specversion is required", ErrMalformedCloudEvent)
-	case ce.SpecVersion != "1.0":
-		return nil, fmt.Errorf("%w: specversion %q is not supported (want 1.0)", ErrMalformedCloudEvent, ce.SpecVersion)
-	case ce.ID == "":
-		return nil, fmt.Errorf("%w: id is required", ErrMalformedCloudEvent)
-	case ce.Type == "":
-		return nil, fmt.Errorf("%w: type is required", ErrMalformedCloudEvent)
+	case firstErr != nil:
+		return nil, firstErr
+	case specVersion == "":
+		return nil, errors.New("specversion is required")
+	case specVersion != SpecVersion:
+		return nil, fmt.Errorf("specversion %q is not supported (want %s)", specVersion, SpecVersion)
+	case id == "":
+		return nil, errors.New("id is required")
+	case typ == "":
+		return nil, errors.New("type is required")
 	}
-	if err := validateStructured(&ce); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrMalformedCloudEvent, err)
+	e := &Event{ID: id, Source: defaultSource, Type: typ, Subject: subject, ContentType: dataContentType, Time: now}
+	if hasSource {
+		if err := ValidateSource(source); err != nil {
+			return nil, err
+		}
+		e.Source = source
 	}
-	e := &Event{
-		ID:          ce.ID,
-		Source:      defaultSource,
-		Type:        ce.Type,
-		Subject:     ce.Subject,
-		TraceParent: ce.TraceParent,
-		ContentType: ce.DataContentType,
-		Time:        now,
+	if hasDataSchema {
+		if err := ValidateDataSchema(dataSchema); err != nil {
+			return nil, err
+		}
+		e.DataSchema = dataSchema
 	}
-	if ce.Source != nil {
-		e.Source = *ce.Source
-	}
-	if ce.Time != "" {
-		t, err := time.Parse(time.RFC3339Nano, ce.Time)
+	if ts != "" {
+		t, err := time.Parse(time.RFC3339Nano, ts)
 		if err != nil {
-			return nil, fmt.Errorf("%w: time %q is not RFC 3339", ErrMalformedCloudEvent, ce.Time)
+			return nil, fmt.Errorf("time %q is not RFC 3339", ts)
 		}
 		e.Time = t
 	}
-	hasData := len(ce.Data) > 0 && string(ce.Data) != "null"
+	ext, err := structuredExtensions(members)
+	if err != nil {
+		return nil, err
+	}
+	e.Extensions = ext
+	if err := validateStructured(e, dataContentType); err != nil {
+		return nil, err
+	}
+	hasData := len(data) > 0 && string(data) != "null"
 	switch {
-	case ce.DataBase64 != "" && hasData:
-		return nil, fmt.Errorf("%w: data and data_base64 are mutually exclusive", ErrMalformedCloudEvent)
-	case ce.DataBase64 != "":
-		b, err := base64.StdEncoding.DecodeString(ce.DataBase64)
+	case dataBase64 != "" && hasData:
+		return nil, errors.New("data and data_base64 are mutually exclusive")
+	case dataBase64 != "":
+		b, err := base64.StdEncoding.DecodeString(dataBase64)
 		if err != nil {
-			return nil, fmt.Errorf("%w: data_base64: %v", ErrMalformedCloudEvent, err)
+			return nil, fmt.Errorf("data_base64: %v", err)
 		}
 		e.Data = b
 		if e.ContentType == "" {
@@ -97,12 +147,12 @@ func ParseStructuredCloudEvent(body []byte, defaultSource string, now time.Time)
 		if e.ContentType == "" {
 			e.ContentType = "application/json"
 		}
-		e.Data = []byte(ce.Data)
+		e.Data = []byte(data)
 		// A JSON string carried for a non-JSON content type is the text itself.
-		if !isJSONType(e.ContentType) && ce.Data[0] == '"' {
+		if !isJSONType(e.ContentType) && data[0] == '"' {
 			var s string
-			if err := json.Unmarshal(ce.Data, &s); err != nil {
-				return nil, fmt.Errorf("%w: data: %v", ErrMalformedCloudEvent, err)
+			if err := json.Unmarshal(data, &s); err != nil {
+				return nil, fmt.Errorf("data: %v", err)
 			}
 			e.Data = []byte(s)
 		}
@@ -115,31 +165,49 @@ func ParseStructuredCloudEvent(body []byte, defaultSource string, now time.Time)
 	return e, nil
 }
 
+// structuredExtensions turns the members left after the known attributes
+// into extensions: a string as its text, a number or boolean as its JSON
+// text; null is absent. Objects and arrays are no attribute values.
+func structuredExtensions(members map[string]json.RawMessage) (map[string]string, error) {
+	var ext map[string]string
+	for name, raw := range members {
+		raw = bytes.TrimSpace(raw)
+		var v string
+		switch {
+		case string(raw) == "null":
+			continue
+		case raw[0] == '"':
+			if err := json.Unmarshal(raw, &v); err != nil {
+				return nil, fmt.Errorf("extension %s: %v", name, err)
+			}
+		case raw[0] == '{' || raw[0] == '[':
+			return nil, fmt.Errorf("extension %s must be a string, number or boolean, not a JSON %s", name, map[byte]string{'{': "object", '[': "array"}[raw[0]])
+		default: // number, true, false
+			v = string(raw)
+		}
+		if ext == nil {
+			ext = map[string]string{}
+		}
+		ext[name] = v
+	}
+	return ext, ValidateExtensions(ext)
+}
+
 // validateStructured checks every attribute that becomes a delivery header
-// (ce-id, ce-source, ce-type, ce-subject, Content-Type, traceparent): an
-// event accepted with a value net/http cannot send would fail every
-// delivery attempt and hold its topic.
-func validateStructured(ce *structuredCE) error {
-	for _, a := range []struct{ name, v string }{{"id", ce.ID}, {"type", ce.Type}} {
+// (ce-id, ce-type, ce-subject, Content-Type): an event accepted with a
+// value net/http cannot send would fail every delivery attempt and hold
+// its topic.
+func validateStructured(e *Event, dataContentType string) error {
+	for _, a := range []struct{ name, v string }{{"id", e.ID}, {"type", e.Type}} {
 		if err := ValidateAttr(a.name, a.v); err != nil {
 			return err
 		}
 	}
-	if ce.Source != nil {
-		if err := ValidateSource(*ce.Source); err != nil {
-			return err
-		}
-	}
-	if err := ValidateHeaderValue("subject", ce.Subject); err != nil {
+	if err := ValidateText("subject", e.Subject); err != nil {
 		return err
 	}
-	if ce.DataContentType != "" {
-		if err := ValidateContentType("datacontenttype", ce.DataContentType); err != nil {
-			return err
-		}
-	}
-	if ce.TraceParent != "" {
-		if err := ValidateAttr("traceparent", ce.TraceParent); err != nil {
+	if dataContentType != "" {
+		if err := ValidateContentType("datacontenttype", dataContentType); err != nil {
 			return err
 		}
 	}

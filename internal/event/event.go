@@ -5,28 +5,45 @@ package event
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"mime"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/oklog/ulid/v2"
 )
 
-// Event is one published message. Data is carried byte for byte.
+// Event is one published message: a CloudEvent (specversion 1.0) whose
+// data is carried byte for byte.
 type Event struct {
-	ID             string
-	Source         string
-	Type           string
-	Time           time.Time
-	ContentType    string
-	Data           []byte
-	Subject        string
-	TraceParent    string
+	ID          string
+	Source      string
+	Type        string
+	Time        time.Time
+	ContentType string
+	Data        []byte
+	Subject     string
+	// DataSchema is the CloudEvents dataschema attribute (an absolute URI).
+	DataSchema string
+	// TraceParent and TraceState are the W3C trace context of the publish
+	// request (its traceparent and tracestate headers), forwarded with each
+	// delivery. They are not the CloudEvents distributed-tracing extension:
+	// a structured event's own traceparent attribute is an extension.
+	TraceParent string
+	TraceState  string
+	// Extensions are the CloudEvents extension attributes, by name, each
+	// value in its canonical string form (see ValidateExtensions).
+	Extensions     map[string]string
 	IdempotencyKey string
 }
+
+// SpecVersion is the only CloudEvents specversion sidecar accepts and sends.
+const SpecVersion = "1.0"
 
 // Receipt is what a publisher is told about an accepted event.
 type Receipt struct {
@@ -52,6 +69,11 @@ const (
 	FieldSubject        = "subject"
 	FieldTraceParent    = "traceparent"
 	FieldIdempotencyKey = "idempotency_key"
+	FieldDataSchema     = "dataschema"
+	FieldTraceState     = "tracestate"
+	// FieldExtensionPrefix starts the field of each extension attribute:
+	// "ext.<name>".
+	FieldExtensionPrefix = "ext."
 )
 
 // DefaultContentType is used when a publisher sends no Content-Type.
@@ -85,7 +107,7 @@ func ValidateAttr(name, v string) error {
 	if len(v) > maxAttrLen {
 		return fmt.Errorf("%s is %d bytes; at most %d", name, len(v), maxAttrLen)
 	}
-	if err := ValidateHeaderValue(name, v); err != nil {
+	if err := ValidateText(name, v); err != nil {
 		return err
 	}
 	if strings.IndexFunc(v, func(r rune) bool { return !unicode.IsPrint(r) }) >= 0 {
@@ -107,13 +129,23 @@ func ValidateHeaderValue(name, v string) error {
 	return nil
 }
 
+// ValidateText is ValidateHeaderValue for a value that must also be valid
+// UTF-8: every string attribute, so that what a publisher is told (the
+// receipt) is byte for byte what a subscriber receives.
+func ValidateText(name, v string) error {
+	if !utf8.ValidString(v) {
+		return fmt.Errorf("%s is not valid UTF-8", name)
+	}
+	return ValidateHeaderValue(name, v)
+}
+
 // ValidateSource checks an event source: a non-empty URI-reference
 // (CloudEvents) that can be sent as the ce-source header.
 func ValidateSource(v string) error {
 	if v == "" {
 		return errors.New("source must be a non-empty URI-reference")
 	}
-	if err := ValidateHeaderValue("source", v); err != nil {
+	if err := ValidateText("source", v); err != nil {
 		return err
 	}
 	if _, err := url.Parse(v); err != nil {
@@ -126,7 +158,7 @@ func ValidateSource(v string) error {
 // datacontenttype): it must parse as type/subtype with well-formed
 // parameters, and be sendable as the Content-Type header.
 func ValidateContentType(name, v string) error {
-	if err := ValidateHeaderValue(name, v); err != nil {
+	if err := ValidateText(name, v); err != nil {
 		return err
 	}
 	mt, _, err := mime.ParseMediaType(v)
@@ -140,8 +172,9 @@ func ValidateContentType(name, v string) error {
 }
 
 // Validate checks every attribute that becomes an HTTP header on delivery
-// (ce-id, ce-source, ce-type, ce-subject, Content-Type, traceparent) and the
-// idempotency key, so that an accepted event can always be delivered.
+// (ce-id, ce-source, ce-type, ce-subject, ce-dataschema, the extensions'
+// ce-<name>, Content-Type, traceparent, tracestate) and the idempotency
+// key, so that an accepted event can always be delivered.
 func (e *Event) Validate() error {
 	if err := ValidateAttr("id", e.ID); err != nil {
 		return err
@@ -156,18 +189,30 @@ func (e *Event) Validate() error {
 		return err
 	}
 	for _, a := range []struct{ name, v string }{
-		{"subject", e.Subject}, {"traceparent", e.TraceParent}, {"idempotency key", e.IdempotencyKey},
+		{"subject", e.Subject}, {"idempotency key", e.IdempotencyKey},
 	} {
-		if err := ValidateHeaderValue(a.name, a.v); err != nil {
+		if err := ValidateText(a.name, a.v); err != nil {
 			return err
 		}
 	}
-	return nil
+	if err := ValidateTraceHeader("traceparent", e.TraceParent); err != nil {
+		return err
+	}
+	if err := ValidateTraceHeader("tracestate", e.TraceState); err != nil {
+		return err
+	}
+	if e.DataSchema != "" {
+		if err := ValidateDataSchema(e.DataSchema); err != nil {
+			return err
+		}
+	}
+	return ValidateExtensions(e.Extensions)
 }
 
-// Values returns the event as XADD field/value pairs, in a fixed order.
+// Values returns the event as XADD field/value pairs, in a fixed order
+// (extensions last, by name).
 func (e *Event) Values() []any {
-	v := make([]any, 0, 18)
+	v := make([]any, 0, 22+2*len(e.Extensions))
 	v = append(v,
 		FieldID, e.ID,
 		FieldSource, e.Source,
@@ -185,14 +230,33 @@ func (e *Event) Values() []any {
 	if e.IdempotencyKey != "" {
 		v = append(v, FieldIdempotencyKey, e.IdempotencyKey)
 	}
+	if e.DataSchema != "" {
+		v = append(v, FieldDataSchema, e.DataSchema)
+	}
+	if e.TraceState != "" {
+		v = append(v, FieldTraceState, e.TraceState)
+	}
+	for _, name := range e.ExtensionNames() {
+		v = append(v, FieldExtensionPrefix+name, e.Extensions[name])
+	}
 	return v
+}
+
+// ExtensionNames returns the names of the event's extensions, sorted.
+func (e *Event) ExtensionNames() []string {
+	if len(e.Extensions) == 0 {
+		return nil
+	}
+	return slices.Sorted(maps.Keys(e.Extensions))
 }
 
 // ErrNoData marks a stream entry that is not a sidecar event (no id or data
 // field), e.g. an entry trimmed away before it was read.
 var ErrNoData = errors.New("entry has no event fields")
 
-// FromValues rebuilds an event from a stream entry's fields.
+// FromValues rebuilds an event from a stream entry's fields. An entry
+// written by an older sidecar (no dataschema, tracestate or extension
+// fields) reads as before.
 func FromValues(vals map[string]any) (*Event, error) {
 	str := func(k string) string {
 		s, _ := vals[k].(string)
@@ -210,8 +274,26 @@ func FromValues(vals map[string]any) (*Event, error) {
 		ContentType:    str(FieldContentType),
 		Data:           []byte(data),
 		Subject:        str(FieldSubject),
+		DataSchema:     str(FieldDataSchema),
 		TraceParent:    str(FieldTraceParent),
+		TraceState:     str(FieldTraceState),
 		IdempotencyKey: str(FieldIdempotencyKey),
+	}
+	for k, v := range vals {
+		name, ok := strings.CutPrefix(k, FieldExtensionPrefix)
+		if !ok {
+			continue
+		}
+		// A field no sidecar writes (another client's) would become a
+		// header net/http cannot send: refuse the entry, with the reason.
+		if err := ValidateExtensionName(name); err != nil {
+			return nil, fmt.Errorf("entry %s: field %s: %w", id, k, err)
+		}
+		s, _ := v.(string)
+		if e.Extensions == nil {
+			e.Extensions = map[string]string{}
+		}
+		e.Extensions[name] = s
 	}
 	if e.ContentType == "" {
 		e.ContentType = DefaultContentType

@@ -79,13 +79,15 @@ func NewAPI(cfg APIConfig, pub Publisher, inbox Inbox, health http.Handler, log 
 	r.MethodNotAllowed(notAllowed.ServeHTTP)
 	r.Method(http.MethodGet, "/healthz", health)
 	r.Method(http.MethodGet, "/readyz", health)
+	// The inbox authenticates each delivery itself: the API token, or a
+	// signature alone (a peer sidecar may not know this sidecar's token).
+	r.Post("/v1/inbox/{topic}", a.inbox)
 	r.Group(func(r chi.Router) {
 		r.Use(a.authenticate)
 		r.Post("/v1/publish/{topic}", func(w http.ResponseWriter, r *http.Request) {
 			topic := chi.URLParam(r, "topic")
 			a.publish(w, r, topic, a.cfg.Fallbacks[topic], nil)
 		})
-		r.Post("/v1/inbox/{topic}", a.inbox)
 		for path, h := range cfg.Extra {
 			r.Method(http.MethodGet, path, h)
 		}
@@ -196,6 +198,10 @@ func writeRouteResponse(w http.ResponseWriter, reply *RouteResponse, rc publishR
 // readEvent builds the event from the request: a structured CloudEvent, or
 // the body as data with attributes from ce-* headers (binary mode).
 func (a *api) readEvent(w http.ResponseWriter, r *http.Request, topic string) (*event.Event, int, string, error) {
+	if event.IsCloudEventsBatch(r.Header.Get("Content-Type")) {
+		return nil, http.StatusUnsupportedMediaType, "batch_not_supported", errors.New("batch publish (" + event.CloudEventsBatchContentType +
+			") is not supported yet; send the events one by one, one request each (application/cloudevents+json, or binary mode with ce-* headers)")
+	}
 	body, err := readBody(w, r, a.cfg.MaxBody)
 	if err != nil {
 		var tooLarge *http.MaxBytesError
@@ -205,12 +211,16 @@ func (a *api) readEvent(w http.ResponseWriter, r *http.Request, topic string) (*
 		return nil, http.StatusBadRequest, "bad_body", errors.New("reading body: " + err.Error())
 	}
 	ct := r.Header.Get("Content-Type")
-	structured := event.IsStructuredCloudEvent(ct)
+	// code is what a refused attribute is answered with: a CloudEvent
+	// (structured, or binary with ce-specversion) is malformed_cloudevent;
+	// a plain publish's optional ce-* headers are invalid_header.
+	code := "invalid_header"
 	var ev *event.Event
-	if structured {
+	if event.IsStructuredCloudEvent(ct) {
+		code = "malformed_cloudevent"
 		ev, err = event.ParseStructuredCloudEvent(body, a.cfg.Service, a.now())
 		if err != nil {
-			return nil, http.StatusBadRequest, "malformed_cloudevent", err
+			return nil, http.StatusBadRequest, code, err
 		}
 	} else {
 		ev = &event.Event{
@@ -222,16 +232,8 @@ func (a *api) readEvent(w http.ResponseWriter, r *http.Request, topic string) (*
 		} else if err := event.ValidateContentType("Content-Type", ct); err != nil {
 			return nil, http.StatusBadRequest, "invalid_header", err
 		}
-		for _, h := range []struct {
-			name string
-			dst  *string
-		}{{"ce-id", &ev.ID}, {"ce-type", &ev.Type}, {"ce-subject", &ev.Subject}} {
-			if v, ok := header(r, h.name); ok {
-				if err := event.ValidateAttr(h.name, v); err != nil {
-					return nil, http.StatusBadRequest, "invalid_header", err
-				}
-				*h.dst = v
-			}
+		if code, err = readBinaryAttributes(r.Header, ev); err != nil {
+			return nil, http.StatusBadRequest, code, err
 		}
 	}
 	for _, h := range []struct {
@@ -245,13 +247,15 @@ func (a *api) readEvent(w http.ResponseWriter, r *http.Request, topic string) (*
 			*h.dst = v
 		}
 	}
+	if ev.TraceState = traceState(r.Header); ev.TraceState != "" {
+		if err := event.ValidateTraceHeader("tracestate", ev.TraceState); err != nil {
+			return nil, http.StatusBadRequest, "invalid_header", err
+		}
+	}
 	// Last guard: every attribute that becomes a delivery header must be
 	// sendable, or the event would fail every attempt and hold its topic.
 	if err := ev.Validate(); err != nil {
-		if structured {
-			return nil, http.StatusBadRequest, "malformed_cloudevent", err
-		}
-		return nil, http.StatusBadRequest, "invalid_header", err
+		return nil, http.StatusBadRequest, code, err
 	}
 	return ev, 0, "", nil
 }

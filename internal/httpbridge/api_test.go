@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -190,4 +191,143 @@ func TestBearerToken(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestPublishBinaryModeReadsEveryAttribute: a binary-mode publish keeps
+// every ce-* header, percent-decoded (HTTP binding §3.1.3.2): the
+// publisher's source and time, dataschema, extensions; and the hop's
+// traceparent and tracestate (several tracestate headers are one list).
+func TestPublishBinaryModeReadsEveryAttribute(t *testing.T) {
+	pub := &fakePublisher{}
+	h := newTestAPI(pub, "")
+	req := httptest.NewRequest(http.MethodPost, "/v1/publish/orders", strings.NewReader(`{"o":1}`))
+	for k, v := range map[string]string{
+		"Content-Type": "application/json", "ce-specversion": "1.0", "ce-id": "ordre-%C3%B6.1", "ce-type": "order.created",
+		"ce-source": "https://shop.example/orders", "ce-time": "2026-05-17T15:00:00.5+02:00", "ce-subject": "Malm%C3%B6",
+		"ce-dataschema": "https://shop.example/order.json", "ce-region": "Sk%C3%A5ne%20l%C3%A4n", "ce-attempt": "3",
+		"ce-note": "50% off", "ce-raw": "Malmö", // a sender that does not encode
+		"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "Idempotency-Key": "k-1",
+	} {
+		req.Header.Set(k, v)
+	}
+	req.Header.Add("tracestate", "shop=1")
+	req.Header.Add("tracestate", "congo=t61rcWkgMzE")
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != 202 {
+		t.Fatalf("got %d: %s", rec.Code, rec.Body)
+	}
+	var receipt map[string]any
+	json.Unmarshal(rec.Body.Bytes(), &receipt)
+	if receipt["id"] != "ordre-ö.1" {
+		t.Fatalf("receipt id: got %v, want ordre-ö.1", receipt["id"])
+	}
+	ev := pub.events[0]
+	want := &event.Event{ID: "ordre-ö.1", Type: "order.created", Source: "https://shop.example/orders", Subject: "Malmö",
+		Time: time.Date(2026, 5, 17, 13, 0, 0, 5e8, time.UTC), DataSchema: "https://shop.example/order.json",
+		ContentType: "application/json", Data: []byte(`{"o":1}`), IdempotencyKey: "k-1",
+		TraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", TraceState: "shop=1,congo=t61rcWkgMzE",
+		Extensions: map[string]string{"region": "Skåne län", "attempt": "3", "note": "50% off", "raw": "Malmö"}}
+	if err := sameEvent(ev, want); err != nil {
+		t.Fatal(err)
+	}
+
+	// A structured event's traceparent is the tracing extension, not the hop's.
+	do(h, http.MethodPost, "/v1/publish/t", `{"specversion":"1.0","id":"s-1","type":"t","traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01","data":{}}`,
+		map[string]string{"Content-Type": "application/cloudevents+json"})
+	if ev = pub.events[1]; ev.TraceParent != "" || ev.Extensions["traceparent"] != "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01" {
+		t.Fatalf("structured traceparent: got TraceParent %q, extensions %v", ev.TraceParent, ev.Extensions)
+	}
+}
+
+// TestPublishCloudEventRefusals: each is a 400 (or the batch a 415) with
+// the contract's JSON error, and nothing reaches the publisher.
+func TestPublishCloudEventRefusals(t *testing.T) {
+	ce := func(kv ...string) [][2]string {
+		h := [][2]string{{"Content-Type", "application/json"}, {"ce-specversion", "1.0"}, {"ce-id", "e-1"}, {"ce-type", "t"}, {"ce-source", "/p"}}
+	next:
+		for i := 0; i+1 < len(kv); i += 2 {
+			for j := range h {
+				if h[j][0] == kv[i] {
+					h[j][1] = kv[i+1]
+					continue next
+				}
+			}
+			h = append(h, [2]string{kv[i], kv[i+1]})
+		}
+		return h
+	}
+	for _, tc := range []struct {
+		name       string
+		headers    [][2]string
+		body       string
+		wantStatus int
+		wantCode   string
+		wantErr    string
+	}{
+		{"specversion 0.3", ce("ce-specversion", "0.3"), "x", 400, "malformed_cloudevent", `ce-specversion "0.3" is not supported`},
+		{"specversion 9.9", ce("ce-specversion", "9.9"), "x", 400, "malformed_cloudevent", `ce-specversion "9.9" is not supported`},
+		{"specversion empty", ce("ce-specversion", ""), "x", 400, "malformed_cloudevent", `ce-specversion "" is not supported`},
+		{"time not RFC 3339", ce("ce-time", "yesterday"), "x", 400, "malformed_cloudevent", `ce-time "yesterday" is not RFC 3339`},
+		{"id encoded invalid UTF-8", ce("ce-id", "ordre-%FF"), "x", 400, "malformed_cloudevent", "not valid UTF-8"},
+		{"id raw invalid UTF-8", ce("ce-id", "ordre-\xff"), "x", 400, "malformed_cloudevent", "not valid UTF-8"},
+		{"subject encoded control character", ce("ce-subject", "a%0Ab"), "x", 400, "malformed_cloudevent", "ce-subject contains control character 0x0a"},
+		{"source not a URI-reference", ce("ce-source", "%zz"), "x", 400, "malformed_cloudevent", "not a URI-reference"},
+		{"relative dataschema", ce("ce-dataschema", "a.json"), "x", 400, "malformed_cloudevent", "not an absolute URI"},
+		{"datacontenttype header", ce("ce-datacontenttype", "text/plain"), "x", 400, "malformed_cloudevent", "send the media type as Content-Type"},
+		{"extension name", ce("ce-my_ext", "x"), "x", 400, "malformed_cloudevent", `extension name "my_ext" must match`},
+		{"extension control character", ce("ce-region", "a%09b"), "x", 400, "malformed_cloudevent", "extension region contains control character 0x09"},
+		{"header sent twice", append(ce("ce-region", "a"), [2]string{"ce-region", "b"}), "x", 400, "malformed_cloudevent", "sent 2 times"},
+		{"plain publish id raw invalid UTF-8", [][2]string{{"ce-id", "ordre-\xc3"}}, "x", 400, "invalid_header", "not valid UTF-8"},
+		{"plain publish bad extension", [][2]string{{"ce-my-ext", "x"}}, "x", 400, "invalid_header", "must match"},
+		{"tracestate not ASCII", [][2]string{{"tracestate", "a=ö"}}, "x", 400, "invalid_header", "tracestate must be ASCII"},
+		{"structured specversion 9.9", [][2]string{{"Content-Type", "application/cloudevents+json"}}, `{"specversion":"9.9","id":"e","type":"t"}`, 400, "malformed_cloudevent", "not supported"},
+		{"structured invalid UTF-8 id", [][2]string{{"Content-Type", "application/cloudevents+json"}}, "{\"specversion\":\"1.0\",\"id\":\"\xff\",\"type\":\"t\"}", 400, "malformed_cloudevent", "not valid UTF-8"},
+		{"batch", [][2]string{{"Content-Type", "application/cloudevents-batch+json"}}, `[{"specversion":"1.0","id":"e","type":"t"}]`, 415, "batch_not_supported", "send the events one by one"},
+		{"batch with binary headers", append(ce(), [2]string{"Content-Type", "application/cloudevents-batch+json; charset=utf-8"}), `[]`, 415, "batch_not_supported", "not supported yet"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pub := &fakePublisher{}
+			req := httptest.NewRequest(http.MethodPost, "/v1/publish/t", strings.NewReader(tc.body))
+			for _, kv := range tc.headers {
+				if kv[0] == "Content-Type" {
+					req.Header.Set(kv[0], kv[1])
+					continue
+				}
+				req.Header.Add(kv[0], kv[1])
+			}
+			rec := httptest.NewRecorder()
+			newTestAPI(pub, "").ServeHTTP(rec, req)
+			var body map[string]string
+			if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
+				t.Fatalf("body is not JSON: %s", rec.Body)
+			}
+			if rec.Code != tc.wantStatus || body["code"] != tc.wantCode || !strings.Contains(body["error"], tc.wantErr) {
+				t.Fatalf("got %d %v, want %d %s with an error containing %q", rec.Code, body, tc.wantStatus, tc.wantCode, tc.wantErr)
+			}
+			if len(pub.events) != 0 {
+				t.Fatal("a refused publish reached the publisher")
+			}
+		})
+	}
+}
+
+// sameEvent reports the first field in which got differs from want.
+func sameEvent(got, want *event.Event) error {
+	for _, f := range []struct{ name, got, want string }{
+		{"id", got.ID, want.ID}, {"source", got.Source, want.Source}, {"type", got.Type, want.Type},
+		{"subject", got.Subject, want.Subject}, {"dataschema", got.DataSchema, want.DataSchema},
+		{"content type", got.ContentType, want.ContentType}, {"data", string(got.Data), string(want.Data)},
+		{"traceparent", got.TraceParent, want.TraceParent}, {"tracestate", got.TraceState, want.TraceState},
+		{"idempotency key", got.IdempotencyKey, want.IdempotencyKey},
+		{"extensions", fmt.Sprint(got.Extensions), fmt.Sprint(want.Extensions)},
+	} {
+		if f.got != f.want {
+			return fmt.Errorf("%s: got %q, want %q", f.name, f.got, f.want)
+		}
+	}
+	if !got.Time.Equal(want.Time) {
+		return fmt.Errorf("time: got %v, want %v", got.Time, want.Time)
+	}
+	return nil
 }

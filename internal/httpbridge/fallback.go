@@ -3,7 +3,7 @@ package httpbridge
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"io"
@@ -65,7 +65,14 @@ func (a *api) postFallback(ctx context.Context, url, topic string, ev *event.Eve
 	if err != nil {
 		return "failed: " + err.Error()
 	}
-	SetHeaders(req.Header, topic, 1, ev, a.cfg.Secret, a.now())
+	// Signed with the topic's inbox key, not the secret itself: the peer's
+	// inbox verifies with the key of the topic in its path, so this POST is
+	// good for that inbox only.
+	var key []byte
+	if a.cfg.Secret != nil {
+		key = InboxKey(a.cfg.Secret, topic)
+	}
+	SetHeaders(req.Header, topic, 1, ev, key, a.now())
 	if a.cfg.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+a.cfg.Token)
 	}
@@ -96,28 +103,58 @@ func (a *api) postFallback(ctx context.Context, url, topic string, ev *event.Eve
 }
 
 // inbox accepts an event a peer sidecar delivers directly while Redis is
-// down, in the webhook format (CloudEvents binary mode headers).
+// down, in the webhook format (CloudEvents binary mode headers). Only an
+// authenticated sender is heard: a Standard Webhooks signature made with
+// the inbox key of this topic (webhook_secret), or the API token. A forged
+// delivery would reach the service, and, remembered by the ledger, could
+// have the genuine event of that id dropped as a duplicate.
 func (a *api) inbox(w http.ResponseWriter, r *http.Request) {
 	topic := chi.URLParam(r, "topic")
 	if err := event.ValidateTopic(topic); err != nil {
 		writeError(w, http.StatusBadRequest, "invalid_topic", err.Error())
 		return
 	}
-	if a.inboxer == nil {
-		writeError(w, http.StatusNotFound, "no_subscription", "this sidecar has no subscriptions")
+	if a.cfg.Secret == nil && a.cfg.Token == "" {
+		writeError(w, http.StatusForbidden, "inbox_disabled",
+			"the inbox takes only authenticated deliveries and this sidecar has no way to authenticate them: "+
+				"set webhook_secret (SIDECAR_WEBHOOK_SECRET) to the same secret as the publishing sidecar, "+
+				"or api_token (SIDECAR_API_TOKEN) to the token it sends")
+		return
+	}
+	byToken := a.tokenMatches(r)
+	if !byToken && a.cfg.Secret == nil {
+		// Token only: refused on its headers, before the body is read.
+		w.Header().Set("WWW-Authenticate", `Bearer realm="sidecar"`)
+		writeError(w, http.StatusUnauthorized, "unauthorized", "missing or wrong bearer token")
 		return
 	}
 	// A full queue is refused before its body is read, so a flood of
 	// fallbacks while the webhook hangs costs no memory (Accept still
-	// decides). It says no more than "full" to a sender not yet authenticated.
-	if err := a.inboxer.Room(topic, max(r.ContentLength, 0)); err != nil {
-		w.Header().Set("Retry-After", "1")
-		writeError(w, http.StatusServiceUnavailable, errorCode(err, "inbox_full"), err.Error())
-		return
+	// decides). The sender may not be authenticated yet: it learns "full"
+	// and nothing else.
+	if a.inboxer != nil {
+		if err := a.inboxer.Room(topic, max(r.ContentLength, 0)); err != nil {
+			w.Header().Set("Retry-After", "1")
+			writeError(w, http.StatusServiceUnavailable, "inbox_full", "inbox queue is full; retry later")
+			return
+		}
 	}
 	body, err := readBody(w, r, a.cfg.MaxBody)
 	if err != nil {
 		writeError(w, http.StatusRequestEntityTooLarge, "too_large", "body exceeds "+humanBytes(a.cfg.MaxBody))
+		return
+	}
+	if !byToken {
+		if code, err := a.verifyInbox(r.Header, topic, body); err != nil {
+			if code == "unauthorized" {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="sidecar"`)
+			}
+			writeError(w, http.StatusUnauthorized, code, err.Error())
+			return
+		}
+	}
+	if a.inboxer == nil {
+		writeError(w, http.StatusNotFound, "no_subscription", "this sidecar has no subscriptions")
 		return
 	}
 	ev, err := eventFromWebhook(r.Header, body, a.now())
@@ -125,13 +162,12 @@ func (a *api) inbox(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "invalid_header", err.Error())
 		return
 	}
-	if a.cfg.Secret != nil {
-		ts, _ := strconv.ParseInt(r.Header.Get("webhook-timestamp"), 10, 64)
-		want := Sign(a.cfg.Secret, ev.ID, ts, body)
-		if !hmac.Equal([]byte(want), []byte(r.Header.Get("webhook-signature"))) {
-			writeError(w, http.StatusUnauthorized, "bad_signature", "webhook-signature does not match this sidecar's webhook secret")
-			return
-		}
+	// The signature covers webhook-id, not ce-id: an event id whose
+	// webhook-id is not the signed one would let a captured delivery be
+	// replayed as any id.
+	if signed := r.Header.Get("webhook-id"); !byToken && WebhookID(ev.ID) != signed {
+		writeError(w, http.StatusUnauthorized, "bad_signature", fmt.Sprintf("ce-id %q does not match the signed webhook-id %q", ev.ID, signed))
+		return
 	}
 	n, err := a.inboxer.Accept(topic, ev)
 	if err != nil {
@@ -150,11 +186,53 @@ func (a *api) inbox(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusAccepted, map[string]any{"id": ev.ID, "topic": topic, "deliveries": n})
 }
 
-// eventFromWebhook rebuilds an event from delivery headers and body.
+// tokenMatches reports whether the request carries the API token (compared
+// in constant time); false when no token is set.
+func (a *api) tokenMatches(r *http.Request) bool {
+	if a.cfg.Token == "" {
+		return false
+	}
+	got, want := []byte(r.Header.Get("Authorization")), []byte("Bearer "+a.cfg.Token)
+	return subtle.ConstantTimeCompare(got, want) == 1
+}
+
+// verifyInbox checks the signature of a delivery to topic's inbox that the
+// token did not authenticate (a.cfg.Secret is set), and returns the error
+// code and why when it fails: bad_signature, or unauthorized for a sender
+// that tried only a token.
+func (a *api) verifyInbox(h http.Header, topic string, body []byte) (string, error) {
+	hint := ""
+	if a.cfg.Token != "" {
+		hint = "; or send Authorization: Bearer <api_token>"
+	}
+	if h.Get("webhook-signature") == "" && h.Get("Authorization") != "" {
+		if a.cfg.Token == "" {
+			return "unauthorized", errors.New("this sidecar has no api_token, so a bearer token authenticates nothing; sign the delivery (webhook_secret)")
+		}
+		return "unauthorized", errors.New("wrong bearer token, and no webhook-signature")
+	}
+	if err := Verify(InboxKey(a.cfg.Secret, topic), h, body, a.now()); err != nil {
+		return "bad_signature", fmt.Errorf("%w%s", err, hint)
+	}
+	return "", nil
+}
+
+// eventFromWebhook rebuilds an event from delivery headers and body: the
+// inverse of SetHeaders (ce-* values percent-decoded, every attribute and
+// extension, the hop's traceparent and tracestate), so an event that takes
+// the fallback path arrives as it was published.
 func eventFromWebhook(h http.Header, body []byte, now time.Time) (*event.Event, error) {
+	attrs, err := ceHeaders(h)
+	if err != nil {
+		return nil, err
+	}
+	if v, ok := attrs["specversion"]; ok && v != event.SpecVersion {
+		return nil, fmt.Errorf("ce-specversion %q is not supported (want %s)", v, event.SpecVersion)
+	}
 	ev := &event.Event{
-		ID: h.Get("ce-id"), Source: h.Get("ce-source"), Type: h.Get("ce-type"), Subject: h.Get("ce-subject"),
-		TraceParent: h.Get("traceparent"), ContentType: h.Get("Content-Type"), Data: body, Time: now,
+		ID: attrs["id"], Source: attrs["source"], Type: attrs["type"], Subject: attrs["subject"], DataSchema: attrs["dataschema"],
+		TraceParent: h.Get("traceparent"), TraceState: traceState(h), ContentType: h.Get("Content-Type"), Data: body, Time: now,
+		Extensions: extensionAttributes(attrs),
 	}
 	if ev.ID == "" {
 		ev.ID = h.Get("webhook-id")
@@ -162,7 +240,7 @@ func eventFromWebhook(h http.Header, body []byte, now time.Time) (*event.Event, 
 	if err := event.ValidateAttr("ce-id", ev.ID); err != nil {
 		return nil, err
 	}
-	if t := h.Get("ce-time"); t != "" {
+	if t := attrs["time"]; t != "" {
 		ts, err := time.Parse(time.RFC3339Nano, t)
 		if err != nil {
 			return nil, fmt.Errorf("ce-time %q is not RFC 3339", t)
@@ -174,6 +252,17 @@ func eventFromWebhook(h http.Header, body []byte, now time.Time) (*event.Event, 
 	}
 	if ev.Type == "" {
 		return nil, errors.New("ce-type is required")
+	}
+	if ev.DataSchema != "" {
+		if err := event.ValidateDataSchema(ev.DataSchema); err != nil {
+			return nil, fmt.Errorf("ce-dataschema: %w", err)
+		}
+	}
+	if err := event.ValidateTraceHeader("tracestate", ev.TraceState); err != nil {
+		return nil, err
+	}
+	if err := event.ValidateExtensions(ev.Extensions); err != nil {
+		return nil, fmt.Errorf("ce-* headers: %w", err)
 	}
 	return ev, nil
 }

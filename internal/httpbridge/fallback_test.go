@@ -74,7 +74,7 @@ func TestRouteWithFallbackWhileRedisIsDown(t *testing.T) {
 	ts, _ := strconv.ParseInt(fallbackReq.Header.Get("webhook-timestamp"), 10, 64)
 	if fallbackReq.URL.Path != "/v1/inbox/match.updated" || string(fallbackBody) != `{"m":1}` ||
 		fallbackReq.Header.Get("ce-id") != pub.events[0].ID || fallbackReq.Header.Get("Authorization") != "Bearer tok" ||
-		fallbackReq.Header.Get("webhook-signature") != Sign(key, pub.events[0].ID, ts, fallbackBody) {
+		fallbackReq.Header.Get("webhook-signature") != Sign(InboxKey(key, "match.updated"), pub.events[0].ID, ts, fallbackBody) {
 		t.Fatalf("fallback request: %s %q %v", fallbackReq.URL.Path, fallbackBody, fallbackReq.Header)
 	}
 	if obs.got["delivered"] != 1 || obs.got["failed"] != 0 {
@@ -96,15 +96,16 @@ func TestInboxEndpoint(t *testing.T) {
 	in := &fakeInbox{}
 	h := NewAPI(APIConfig{Service: "calendar", MaxBody: 1024, Secret: key}, &fakePublisher{}, in, http.NotFoundHandler(), zerolog.Nop())
 	ev := &event.Event{ID: "01ABC", Source: "processor", Type: "match_updates", Time: time.Unix(1700000000, 0).UTC(), ContentType: "application/json", Data: []byte(`{"m":1}`)}
-	signed := func() map[string]string {
+	signedFor := func(topic string) map[string]string {
 		hdr := http.Header{}
-		SetHeaders(hdr, "match.updated", 1, ev, key, time.Now())
+		SetHeaders(hdr, topic, 1, ev, InboxKey(key, topic), time.Now())
 		m := map[string]string{}
 		for k := range hdr {
 			m[k] = hdr.Get(k)
 		}
 		return m
 	}
+	signed := func() map[string]string { return signedFor("match.updated") }
 	rec := do(h, http.MethodPost, "/v1/inbox/match.updated", `{"m":1}`, signed())
 	if rec.Code != 202 || len(in.got) != 1 {
 		t.Fatalf("inbox: got %d %s", rec.Code, rec.Body)
@@ -118,14 +119,20 @@ func TestInboxEndpoint(t *testing.T) {
 	if rec := do(h, http.MethodPost, "/v1/inbox/match.updated", `{"m":1}`, bad); rec.Code != 401 {
 		t.Fatalf("bad signature: got %d, want 401", rec.Code)
 	}
+	// The signature covers webhook-id: without it nothing is authenticated.
 	noID := signed()
 	delete(noID, "Ce-Id")
 	delete(noID, "Webhook-Id")
-	if rec := do(h, http.MethodPost, "/v1/inbox/match.updated", `{"m":1}`, noID); rec.Code != 400 {
-		t.Fatalf("no id: got %d, want 400", rec.Code)
+	if rec := do(h, http.MethodPost, "/v1/inbox/match.updated", `{"m":1}`, noID); rec.Code != 401 {
+		t.Fatalf("no id: got %d, want 401", rec.Code)
+	}
+	noType := signed()
+	delete(noType, "Ce-Type")
+	if rec := do(h, http.MethodPost, "/v1/inbox/match.updated", `{"m":1}`, noType); rec.Code != 400 {
+		t.Fatalf("no ce-type: got %d, want 400", rec.Code)
 	}
 	in.err = codedErr("no_subscription")
-	if rec := do(h, http.MethodPost, "/v1/inbox/other", `{"m":1}`, signed()); rec.Code != 404 {
+	if rec := do(h, http.MethodPost, "/v1/inbox/other", `{"m":1}`, signedFor("other")); rec.Code != 404 {
 		t.Fatalf("unsubscribed topic: got %d, want 404", rec.Code)
 	}
 }
@@ -215,7 +222,7 @@ func TestInboxEndpointAnswersAcceptOutcomes(t *testing.T) {
 	key := []byte("0123456789abcdef")
 	ev := &event.Event{ID: "01ABC", Source: "processor", Type: "match_updates", Time: time.Unix(1700000000, 0).UTC(), ContentType: "application/json", Data: []byte(`{"m":1}`)}
 	hdr := http.Header{}
-	SetHeaders(hdr, "match.updated", 1, ev, key, time.Now())
+	SetHeaders(hdr, "match.updated", 1, ev, InboxKey(key, "match.updated"), time.Now())
 	signed := map[string]string{}
 	for k := range hdr {
 		signed[k] = hdr.Get(k)

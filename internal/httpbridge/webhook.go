@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/base32"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -144,29 +145,76 @@ func followedRedirect(sent *http.Request, resp *http.Response) error {
 }
 
 // SetHeaders writes the contract's delivery headers: CloudEvents binary
-// mode, Standard Webhooks, and the sidecar's own.
+// mode (every attribute, extensions as ce-<name>, each value
+// percent-encoded per the HTTP binding §3.1.3.2), the hop's W3C trace
+// context, Standard Webhooks (webhook-id, signed, is WebhookID(ev.ID)),
+// and the sidecar's own.
 func SetHeaders(h http.Header, topic string, attempt int, ev *event.Event, secret []byte, now time.Time) {
 	h.Set("Content-Type", ev.ContentType)
-	h.Set("ce-specversion", "1.0")
-	h.Set("ce-id", ev.ID)
-	h.Set("ce-source", ev.Source)
-	h.Set("ce-type", ev.Type)
-	h.Set("ce-time", ev.Time.UTC().Format(time.RFC3339Nano))
+	// Keys in canonical form: set without canonicalizing each time.
+	ce := func(key, v string) { h[key] = []string{event.EncodeHeaderValue(v)} }
+	ce("Ce-Specversion", event.SpecVersion)
+	ce("Ce-Id", ev.ID)
+	ce("Ce-Source", ev.Source)
+	ce("Ce-Type", ev.Type)
+	ce("Ce-Time", ev.Time.UTC().Format(time.RFC3339Nano))
 	if ev.Subject != "" {
-		h.Set("ce-subject", ev.Subject)
+		ce("Ce-Subject", ev.Subject)
+	}
+	if ev.DataSchema != "" {
+		ce("Ce-Dataschema", ev.DataSchema)
+	}
+	for _, name := range ev.ExtensionNames() {
+		ce(http.CanonicalHeaderKey("ce-"+name), ev.Extensions[name])
 	}
 	if ev.TraceParent != "" {
 		h.Set("traceparent", ev.TraceParent)
 	}
+	if ev.TraceState != "" {
+		h.Set("tracestate", ev.TraceState)
+	}
 	ts := now.Unix()
-	h.Set("webhook-id", ev.ID)
+	id := WebhookID(ev.ID)
+	h.Set("webhook-id", id)
 	h.Set("webhook-timestamp", strconv.FormatInt(ts, 10))
 	if secret != nil {
-		h.Set("webhook-signature", Sign(secret, ev.ID, ts, ev.Data))
+		h.Set("webhook-signature", Sign(secret, id, ts, ev.Data))
 	}
 	h.Set("Sidecar-Topic", topic)
 	h.Set("Sidecar-Attempt", strconv.Itoa(attempt))
 	h.Set("User-Agent", "sidecar")
+}
+
+// webhookIDSafe is what Standard Webhooks libraries take as a message id
+// without trouble: ASCII letters, digits, '_' and '-' (no '.', which
+// separates the signed content's parts).
+func webhookIDSafe(id string) bool {
+	if id == "" || len(id) > 256 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		switch c := id[i]; {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '_', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+var webhookIDEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+// WebhookID is the webhook-id of an event: its id when that is a safe
+// token (^[A-Za-z0-9_-]{1,256}$: sidecar ULIDs and most publishers' ids),
+// else "evt_" + base32 (lower case, no padding) of the first 20 bytes of
+// SHA-256(id). It depends on the id alone, so retries, restarts and the
+// fallback path send the same webhook-id and a receiver can deduplicate.
+func WebhookID(id string) string {
+	if webhookIDSafe(id) {
+		return id
+	}
+	sum := sha256.Sum256([]byte(id))
+	return "evt_" + webhookIDEncoding.EncodeToString(sum[:20])
 }
 
 // Sign returns the Standard Webhooks signature header value:

@@ -4,14 +4,18 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/base32"
 	"encoding/base64"
 	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
 	"github.com/fogis-sidecar/sidecar/internal/event"
 )
@@ -228,5 +232,152 @@ func TestDeliverRefusesAFollowedRedirect(t *testing.T) {
 	}
 	if gets != 1 {
 		t.Fatalf("the following client sent %d GETs to the target, want 1 (the fault this guards against)", gets)
+	}
+}
+
+// TestSetHeadersCarriesEveryAttribute: each attribute is a ce-* header,
+// percent-encoded (HTTP binding §3.1.3.2); the hop's trace context is
+// forwarded; webhook-id is safe and the signature (over that webhook-id)
+// verifies with the Standard Webhooks reference library.
+func TestSetHeadersCarriesEveryAttribute(t *testing.T) {
+	ev := &event.Event{ID: "ordre-ö.1", Source: "https://shop.example/a b", Type: "order.created", Subject: `Malmö "C"`,
+		Time: time.Date(2026, 5, 17, 13, 0, 0, 5e8, time.FixedZone("CEST", 2*3600)), DataSchema: "https://shop.example/order.json",
+		ContentType: "application/json", Data: []byte(`{"o":1}`),
+		TraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", TraceState: "shop=1,congo=t61rcWkgMzE",
+		Extensions: map[string]string{"region": "Skåne", "note": "100%", "attempt": "3", "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}}
+	secret := "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+	key, _ := base64.StdEncoding.DecodeString(strings.TrimPrefix(secret, "whsec_"))
+	now := time.Now()
+	h := http.Header{}
+	SetHeaders(h, "orders", 2, ev, key, now)
+	wantWebhookID := WebhookID("ordre-ö.1")
+	for name, want := range map[string]string{
+		"Content-Type": "application/json", "ce-specversion": "1.0", "ce-id": "ordre-%C3%B6.1",
+		"ce-source": "https://shop.example/a%20b", "ce-type": "order.created", "ce-time": "2026-05-17T11:00:00.5Z",
+		"ce-subject": "Malm%C3%B6%20%22C%22", "ce-dataschema": "https://shop.example/order.json",
+		"ce-region": "Sk%C3%A5ne", "ce-note": "100%25", "ce-attempt": "3",
+		"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "tracestate": "shop=1,congo=t61rcWkgMzE",
+		"ce-traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+		"webhook-id":     wantWebhookID, "Sidecar-Topic": "orders", "Sidecar-Attempt": "2",
+	} {
+		if got := h.Values(name); len(got) != 1 || got[0] != want {
+			t.Errorf("header %s: got %q, want %q", name, got, want)
+		}
+	}
+	if !regexp.MustCompile(`^evt_[a-z2-7]{32}$`).MatchString(wantWebhookID) {
+		t.Errorf("webhook-id %q: want evt_ and 32 lower-case base32 characters", wantWebhookID)
+	}
+	wh, err := standardwebhooks.NewWebhook(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := wh.Verify(ev.Data, h); err != nil {
+		t.Fatalf("the Standard Webhooks reference library does not verify the delivery: %v", err)
+	}
+	// What the sidecar sends comes back from the inbox as it was.
+	back, err := eventFromWebhook(h, ev.Data, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sameEvent(back, ev); err != nil {
+		t.Fatalf("eventFromWebhook(SetHeaders(ev)): %v", err)
+	}
+}
+
+func TestWebhookID(t *testing.T) {
+	for _, tc := range []struct {
+		id   string
+		same bool
+	}{
+		{"01JC9Z5Y4M3K2J1H0G9F8E7D6C", true},
+		{"match-7_v3", true},
+		{strings.Repeat("a", 256), true},
+		{strings.Repeat("a", 257), false},
+		{"ordre-ö.1", false},
+		{"a.b", false},
+		{"a b", false},
+		{"a/b", false},
+		{"", false},
+	} {
+		t.Run(tc.id, func(t *testing.T) {
+			got := WebhookID(tc.id)
+			if tc.same {
+				if got != tc.id {
+					t.Fatalf("WebhookID(%q): got %q, want the id itself", tc.id, got)
+				}
+				return
+			}
+			// Independently: evt_ + lower-case base32, no padding, of the
+			// first 20 bytes of SHA-256(id).
+			sum := sha256.Sum256([]byte(tc.id))
+			want := "evt_" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(sum[:20]))
+			if got != want || len(got) != 36 || WebhookID(tc.id) != got {
+				t.Fatalf("WebhookID(%q): got %q, want %q (deterministic)", tc.id, got, want)
+			}
+		})
+	}
+	if WebhookID("a.b") == WebhookID("a.c") {
+		t.Fatal("different ids, same webhook-id")
+	}
+}
+
+// TestEventFromWebhook: the inbox reads percent-encoded ce-* headers, and
+// also what an older sidecar sends (no encoding, no new attributes);
+// attributes it cannot keep are refused.
+func TestEventFromWebhook(t *testing.T) {
+	base := func() http.Header {
+		return http.Header{"Ce-Specversion": {"1.0"}, "Ce-Id": {"01ABC"}, "Ce-Source": {"processor"}, "Ce-Type": {"t"},
+			"Ce-Time": {"2026-01-01T00:00:00Z"}, "Content-Type": {"application/json"}}
+	}
+	ev, err := eventFromWebhook(base(), []byte(`{}`), time.Time{})
+	if err != nil || ev.ID != "01ABC" || ev.Extensions != nil || ev.DataSchema != "" || ev.TraceState != "" {
+		t.Fatalf("an older sidecar's delivery: got %+v, %v", ev, err)
+	}
+	h := base()
+	h.Set("ce-subject", "Malmö") // an older sidecar sent it raw
+	h.Add("tracestate", "a=1")
+	h.Add("tracestate", "b=2")
+	if ev, err = eventFromWebhook(h, nil, time.Time{}); err != nil || ev.Subject != "Malmö" || ev.TraceState != "a=1,b=2" {
+		t.Fatalf("raw subject, two tracestate headers: got %+v, %v", ev, err)
+	}
+	for _, tc := range []struct{ name, header, value, wantErr string }{
+		{"specversion", "ce-specversion", "0.3", "not supported"},
+		{"invalid UTF-8 id", "ce-id", "a%FF", "not valid UTF-8"},
+		{"bad time", "ce-time", "now", "not RFC 3339"},
+		{"relative dataschema", "ce-dataschema", "x.json", "not an absolute URI"},
+		{"extension control character", "ce-region", "a%00", "control character 0x00"},
+		{"extension name", "ce-my_ext", "x", "must match"},
+		{"tracestate not ASCII", "tracestate", "a=ö", "must be ASCII"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := base()
+			h.Set(tc.header, tc.value)
+			if _, err := eventFromWebhook(h, nil, time.Time{}); err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("got %v, want an error containing %q", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+// TestDeliverOverTheWire: the headers survive a real HTTP round trip
+// (net/http sends every encoded value, an empty extension included).
+func TestDeliverOverTheWire(t *testing.T) {
+	ev := &event.Event{ID: "ordre-ö.1", Source: "/shop", Type: "t", Time: time.Unix(1700000000, 0).UTC(), Subject: "Malmö",
+		ContentType: "text/plain", Data: []byte("hej"), Extensions: map[string]string{"empty": "", "region": "Skåne"}}
+	var got *event.Event
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		var err error
+		if got, err = eventFromWebhook(r.Header, body, time.Time{}); err != nil {
+			t.Errorf("eventFromWebhook: %v", err)
+		}
+	}))
+	defer srv.Close()
+	wh := &Webhook{URL: srv.URL, Timeout: time.Second, Client: srv.Client()}
+	if err := wh.Deliver(context.Background(), "t", 1, ev); err != nil {
+		t.Fatal(err)
+	}
+	if err := sameEvent(got, ev); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/fogis-sidecar/sidecar/internal/backoff"
-	"github.com/fogis-sidecar/sidecar/internal/event"
 )
 
 // work is one of a subscription's workers: it takes events off the queue
@@ -18,14 +17,14 @@ func (in *Inbox) work(ctx, dctx context.Context, q *queue) {
 		select {
 		case <-ctx.Done():
 			return
-		case ev := <-q.events:
+		case it := <-q.events:
 			if ctx.Err() != nil {
 				// Stopping: an event not started stays for the stream.
-				in.abandon(q, ev)
+				in.abandon(q, it)
 				return
 			}
-			in.deliver(ctx, dctx, q.t, ev)
-			in.release(q, ev)
+			in.deliver(ctx, dctx, q.t, it)
+			in.release(q, it.ev)
 		}
 	}
 }
@@ -34,13 +33,14 @@ func (in *Inbox) work(ctx, dctx context.Context, q *queue) {
 // attempts or of the retry horizon, or the inbox stops, and records the
 // outcome in the ledger. Giving up loses nothing: the stream copy arrives
 // later and goes through the subscription's full policy (retries, DLQ).
-func (in *Inbox) deliver(ctx, dctx context.Context, t Target, ev *event.Event) {
+func (in *Inbox) deliver(ctx, dctx context.Context, t Target, it item) {
+	ev := it.ev
 	log := in.log.With().Str("subscription", t.Key).Str("event_id", ev.ID).Logger()
 	first := time.Now()
 	for attempt := 1; ; attempt++ {
 		err := t.Deliver(dctx, attempt, ev)
 		if err == nil {
-			if lerr := in.ledger.end(t.Key, ev.ID, true); lerr != nil {
+			if lerr := in.ledger.end(t.Key, it.digest, true); lerr != nil {
 				log.Error().Err(lerr).Msg("inbox: delivered, but could not record it; the stream copy may be delivered again")
 			}
 			log.Debug().Int("attempt", attempt).Msg("inbox: delivered")
@@ -67,7 +67,7 @@ func (in *Inbox) deliver(ctx, dctx context.Context, t Target, ev *event.Event) {
 			log.Debug().Err(err).Int("attempt", attempt).Dur("wait", wait).Msg("inbox: delivery failed; will retry")
 			continue
 		}
-		_ = in.ledger.end(t.Key, ev.ID, false)
+		_ = in.ledger.end(t.Key, it.digest, false)
 		log.Warn().Err(err).Int("attempts", attempt).Str("reason", why).
 			Msg("inbox: delivery given up; the stream copy will be delivered when redis returns")
 		return

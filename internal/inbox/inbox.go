@@ -87,10 +87,16 @@ type Inbox struct {
 // queue is one subscription's waiting room.
 type queue struct {
 	t      Target
-	events chan *event.Event // FIFO; capacity t.QueueEvents, so a send under the bound never blocks
-	held   int               // accepted, not finished (queued or in delivery)
-	bytes  int64             // their data
-	full   bool              // refusing now: logged once per episode
+	events chan item // FIFO; capacity t.QueueEvents, so a send under the bound never blocks
+	held   int       // accepted, not finished (queued or in delivery)
+	bytes  int64     // their data
+	full   bool      // refusing now: logged once per episode
+}
+
+// item is an accepted event and its ledger digest.
+type item struct {
+	ev     *event.Event
+	digest string
 }
 
 // New returns an Inbox for these targets. It starts nothing: Run does.
@@ -107,7 +113,7 @@ func New(ledger *Ledger, targets []Target, grace time.Duration, log zerolog.Logg
 		if t.QueueBytes <= 0 {
 			t.QueueBytes = DefaultQueueBytes
 		}
-		q := &queue{t: t, events: make(chan *event.Event, t.QueueEvents)}
+		q := &queue{t: t, events: make(chan item, t.QueueEvents)}
 		in.topics[t.Topic] = append(in.topics[t.Topic], q)
 		in.queues = append(in.queues, q)
 	}
@@ -129,9 +135,10 @@ func (in *Inbox) Accept(topic string, ev *event.Event) (int, error) {
 		return 0, ErrClosed
 	}
 	size := int64(len(ev.Data))
+	d := digest(topic, ev)
 	var begun []*queue
 	for _, q := range queues {
-		if in.ledger.begin(q.t.Key, ev.ID) {
+		if in.ledger.begin(q.t.Key, d) {
 			begun = append(begun, q)
 		}
 	}
@@ -140,7 +147,7 @@ func (in *Inbox) Accept(topic string, ev *event.Event) (int, error) {
 			continue
 		}
 		for _, b := range begun {
-			_ = in.ledger.end(b.t.Key, ev.ID, false) // not delivered: writes nothing
+			_ = in.ledger.end(b.t.Key, d, false) // not delivered: writes nothing
 		}
 		return 0, in.refuse(q)
 	}
@@ -148,7 +155,7 @@ func (in *Inbox) Accept(topic string, ev *event.Event) (int, error) {
 		q.held++
 		q.bytes += size
 		q.full = false
-		q.events <- ev
+		q.events <- item{ev: ev, digest: d}
 	}
 	return len(begun), nil
 }
@@ -196,19 +203,31 @@ func (in *Inbox) release(q *queue, ev *event.Event) {
 	in.mu.Unlock()
 }
 
-// Deduper returns the view of the ledger a subscriber uses for key.
+// Deduper returns the view of the ledger a subscriber uses for key: it asks
+// about the events it reads from the stream.
 func (in *Inbox) Deduper(key string) interface {
-	Delivered(ctx context.Context, id string) bool
+	Delivered(ctx context.Context, ev *event.Event) bool
 } {
-	return dedup{l: in.ledger, key: key}
+	for _, q := range in.queues {
+		if q.t.Key == key {
+			return dedup{l: in.ledger, key: key, topic: q.t.Topic}
+		}
+	}
+	return nothingDelivered{} // no target: the inbox never delivers for key
 }
 
 type dedup struct {
-	l   *Ledger
-	key string
+	l          *Ledger
+	key, topic string
 }
 
-func (d dedup) Delivered(ctx context.Context, id string) bool { return d.l.Delivered(ctx, d.key, id) }
+func (d dedup) Delivered(ctx context.Context, ev *event.Event) bool {
+	return d.l.Delivered(ctx, d.key, digest(d.topic, ev))
+}
+
+type nothingDelivered struct{}
+
+func (nothingDelivered) Delivered(context.Context, *event.Event) bool { return false }
 
 // Run starts each subscription's workers and owns them until ctx is done.
 // Then it refuses new events, lets deliveries under way finish for up to
@@ -249,7 +268,7 @@ func (in *Inbox) Run(ctx context.Context) error {
 
 // abandon ends an event's inbox delivery unstarted, so the subscriber's
 // stream copy does not wait for it.
-func (in *Inbox) abandon(q *queue, ev *event.Event) {
-	_ = in.ledger.end(q.t.Key, ev.ID, false)
-	in.release(q, ev)
+func (in *Inbox) abandon(q *queue, it item) {
+	_ = in.ledger.end(q.t.Key, it.digest, false)
+	in.release(q, it.ev)
 }

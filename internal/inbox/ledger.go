@@ -8,24 +8,53 @@ package inbox
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/fogis-sidecar/sidecar/internal/event"
 )
 
-// Ledger remembers, per subscription, which event ids the inbox has
-// delivered (durably) or is delivering now (in memory).
+// Ledger remembers, per subscription, which events the inbox has delivered
+// (durably) or is delivering now (in memory), each by its digest.
+//
+// An event is known by a digest of its topic, id, source and data, not by
+// its id alone: a peer that posts "order-42" with another body (forged, or
+// a bug) must not make the genuine order-42 that arrives through the
+// stream look delivered — it has a different digest and is delivered.
+//
+// Files written before digests held "key\x00<event id>" lines. They are
+// read as they are and simply match no digest: the stream copy of an event
+// the old version delivered through the inbox is delivered a second time
+// (at-least-once, with the same webhook-id), never lost.
 type Ledger struct {
 	path string
 	ttl  time.Duration
 
 	mu        sync.Mutex
 	f         *os.File
-	delivered map[string]time.Time     // key+"\x00"+id → when
+	delivered map[string]time.Time     // key+"\x00"+digest → when
 	inFlight  map[string]chan struct{} // closed when the delivery ends
+}
+
+// digest identifies ev as published to topic: hex of SHA-256 over topic,
+// id, source and SHA-256 of the data, NUL-separated. Topics and ids hold no
+// NUL and the data hash has a fixed length, so the fields cannot run into
+// one another.
+func digest(topic string, ev *event.Event) string {
+	data := sha256.Sum256(ev.Data)
+	h := sha256.New()
+	for _, f := range []string{topic, ev.ID, ev.Source} {
+		h.Write([]byte(f))
+		h.Write([]byte{0})
+	}
+	h.Write(data[:])
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // OpenLedger loads the ledger file (dropping entries older than ttl) and
@@ -69,14 +98,14 @@ func OpenLedger(path string, ttl time.Duration) (*Ledger, error) {
 	return l, nil
 }
 
-func entry(key, id string) string { return key + "\x00" + id }
+func entry(key, digest string) string { return key + "\x00" + digest }
 
-// begin marks a delivery of id to key as under way. It returns false when
-// the id is already delivered or under way.
-func (l *Ledger) begin(key, id string) bool {
+// begin marks a delivery of the event with digest to key as under way. It
+// returns false when that event is already delivered or under way.
+func (l *Ledger) begin(key, digest string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	k := entry(key, id)
+	k := entry(key, digest)
 	if _, ok := l.delivered[k]; ok {
 		return false
 	}
@@ -88,10 +117,10 @@ func (l *Ledger) begin(key, id string) bool {
 }
 
 // end records the outcome of a delivery begun with begin.
-func (l *Ledger) end(key, id string, ok bool) error {
+func (l *Ledger) end(key, digest string, ok bool) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	k := entry(key, id)
+	k := entry(key, digest)
 	var err error
 	if ok {
 		now := time.Now()
@@ -107,11 +136,12 @@ func (l *Ledger) end(key, id string, ok bool) error {
 	return err
 }
 
-// Delivered reports whether the inbox delivered id to the subscription key.
-// While an inbox delivery of it is still under way it waits for the outcome
-// (or ctx), so the stream copy neither races it nor is dropped if it fails.
-func (l *Ledger) Delivered(ctx context.Context, key, id string) bool {
-	k := entry(key, id)
+// Delivered reports whether the inbox delivered the event with digest to
+// the subscription key. While an inbox delivery of it is still under way it
+// waits for the outcome (or ctx), so the stream copy neither races it nor
+// is dropped if it fails.
+func (l *Ledger) Delivered(ctx context.Context, key, digest string) bool {
+	k := entry(key, digest)
 	for {
 		l.mu.Lock()
 		_, done := l.delivered[k]

@@ -96,7 +96,7 @@ func TestConcurrencyOneDeliversInArrivalOrderOneAtATime(t *testing.T) {
 	if p := g.peak.Load(); p != 1 {
 		t.Fatalf("deliveries in flight at once: got %d, want 1", p)
 	}
-	if !in.Deduper("t/g").Delivered(context.Background(), ev(n-1).ID) {
+	if !in.Deduper("t/g").Delivered(context.Background(), ev(n-1)) {
 		t.Fatal("the last event is not recorded as delivered")
 	}
 }
@@ -178,7 +178,7 @@ func TestFullQueueRefusesAndLeavesNoLedgerTrace(t *testing.T) {
 				t.Fatalf("ledger entries under way: got %d, want %d (the refused event left a mark)", got, want)
 			}
 			for _, tg := range targets {
-				if in.Deduper(tg.Key).Delivered(context.Background(), refused.ID) {
+				if in.Deduper(tg.Key).Delivered(context.Background(), refused) {
 					t.Fatalf("%s: the refused event counts as delivered", tg.Key)
 				}
 			}
@@ -234,7 +234,7 @@ func TestStopWaitsForDeliveriesUpToGrace(t *testing.T) {
 				t.Fatalf("hanging delivery: Run returned after %v, cancelled %v; want it to wait out the grace, then cancel", took, cancelled.Load())
 			}
 			ctx := context.Background()
-			if got := in.Deduper("t/g").Delivered(ctx, ev(0).ID); got != tc.wantDelivered {
+			if got := in.Deduper("t/g").Delivered(ctx, ev(0)); got != tc.wantDelivered {
 				t.Fatalf("delivery under way at stop: delivered %v, want %v", got, tc.wantDelivered)
 			}
 			if n := started.Load(); n != 1 {
@@ -291,11 +291,11 @@ func TestRetryHorizonAndOrderBehindARetry(t *testing.T) {
 			in.Accept("t", ev(0))
 			in.Accept("t", ev(1))
 			ctx := context.Background()
-			if got := in.Deduper("t/g").Delivered(ctx, ev(0).ID); got != tc.wantOK {
+			if got := in.Deduper("t/g").Delivered(ctx, ev(0)); got != tc.wantOK {
 				t.Fatalf("first event delivered: got %v, want %v", got, tc.wantOK)
 			}
 			took := time.Since(start)
-			if !in.Deduper("t/g").Delivered(ctx, ev(1).ID) {
+			if !in.Deduper("t/g").Delivered(ctx, ev(1)) {
 				t.Fatal("the second event was not delivered after the first finished")
 			}
 			mu.Lock()

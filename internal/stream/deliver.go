@@ -33,7 +33,7 @@ func (s *Subscriber) process(ctx, dctx context.Context, j job, acks chan<- strin
 		s.deadLetter(dctx, j, nil, err, 0)
 		return
 	}
-	if s.cfg.Dedup != nil && s.cfg.Dedup.Delivered(dctx, ev.ID) {
+	if s.cfg.Dedup != nil && s.cfg.Dedup.Delivered(dctx, ev) {
 		acks <- j.id
 		s.deduplicated.Add(1)
 		s.cfg.Observer.Attempt(s.cfg.Topic, s.cfg.Group, "deduplicated", 0)

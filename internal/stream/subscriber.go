@@ -67,10 +67,11 @@ type nopObserver struct{}
 func (nopObserver) Attempt(string, string, string, time.Duration) {}
 func (nopObserver) Delivered(string, string, time.Time)           {}
 
-// Deduper knows events delivered outside the stream. Delivered may wait
-// while such a delivery is still under way.
+// Deduper knows events delivered outside the stream. Delivered gets the
+// whole event, so it can tell the event apart from another with the same
+// id; it may wait while such a delivery is still under way.
 type Deduper interface {
-	Delivered(ctx context.Context, eventID string) bool
+	Delivered(ctx context.Context, ev *event.Event) bool
 }
 
 // Stats are a subscription's counters since start.
