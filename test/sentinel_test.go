@@ -7,13 +7,16 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/fogis-sidecar/sidecar/internal/config"
 	"github.com/fogis-sidecar/sidecar/internal/eventually"
 	"github.com/fogis-sidecar/sidecar/internal/redistest"
 )
@@ -385,4 +388,55 @@ func streamEventIDs(t *testing.T, rdb goredis.Cmdable, topics ...string) []strin
 		}
 	}
 	return out
+}
+
+// TestSentinelAuthForms: every documented way to give a Sentinel set's
+// passwords reaches READY and delivers one event, against a set whose
+// master and replica require a password (and, where the form says so,
+// whose sentinels require one too), and no text the sidecar shows — log,
+// /v1/status, /readyz, /metrics, `sidecar check` (text and JSON) —
+// contains a password. Before issue 9, user:password@ went to the
+// sentinels only, and a master with requirepass refused the sidecar
+// (NOAUTH) for ever.
+func TestSentinelAuthForms(t *testing.T) {
+	s := redistest.StartSentinel(t)
+	// s.URL is redis://<sentinel1>?master_name=…&addr=<sentinel2>&addr=<sentinel3>.
+	hostAndQuery := strings.TrimPrefix(s.URL, "redis://")
+	for _, phase := range []struct {
+		data, sentinel string // the passwords the set requires
+		forms          []struct{ name, url string }
+	}{
+		{data: redisPassword, sentinel: redisPassword, forms: []struct{ name, url string }{
+			{"userinfo: every node", "redis://:" + redisPassword + "@" + hostAndQuery},
+			{"user and password: every node", "redis://default:" + redisPassword + "@" + hostAndQuery},
+		}},
+		{data: redisPassword, sentinel: sentinelPass, forms: []struct{ name, url string }{
+			{"userinfo and sentinel_password", "redis://:" + redisPassword + "@" + hostAndQuery + "&sentinel_password=" + sentinelPass},
+			{"password and sentinel_password", "redis://" + hostAndQuery + "&password=" + redisPassword + "&sentinel_password=" + sentinelPass},
+			{"go-redis form: userinfo for the sentinels, password for the data nodes", "redis://:" + sentinelPass + "@" + hostAndQuery + "&password=" + redisPassword},
+		}},
+		{data: redisPassword, forms: []struct{ name, url string }{
+			{"password: the data nodes only", "redis://" + hostAndQuery + "&password=" + redisPassword},
+		}},
+		{sentinel: sentinelPass, forms: []struct{ name, url string }{
+			{"sentinel_password: the sentinels only", "redis://" + hostAndQuery + "&sentinel_password=" + sentinelPass},
+		}},
+	} {
+		s.SetAuth(phase.data, phase.sentinel)
+		for _, form := range phase.forms {
+			t.Run(form.name, func(t *testing.T) {
+				deliverOneAndRequireHidden(t, form.url, config.RedactURL(form.url), "", redisPassword, sentinelPass)
+				// `sidecar check` asked the sentinels with their password.
+				out, _ := runBinary(t, []string{"REDIS_URL=" + form.url, "SIDECAR_SPOOL_DIR=" + t.TempDir(), "PATH=" + os.Getenv("PATH")}, "check", "--json")
+				var rep checkReport
+				if err := json.Unmarshal([]byte(out), &rep); err != nil {
+					t.Fatalf("check --json: %v\n%s", err, out)
+				}
+				if c := rep.find("Sentinel"); !c.Passed {
+					t.Errorf("check: Sentinel: got %+v, want passed", c)
+				}
+			})
+		}
+	}
+	s.SetAuth("", "") // the harness's own probes ask without a password
 }

@@ -51,7 +51,8 @@ func check(ctx context.Context, args []string, getenv func(string) string, stdou
 	in := deploycheck.Input{
 		RedisURL: config.RedactURL(cfg.RedisURL), Redis: rdb, MinReplicas: cfg.RedisMinReplicas,
 		SpoolDir: cfg.SpoolDir, SpoolMaxBytes: cfg.SpoolMaxBytes,
-		HTTP: &http.Client{Timeout: 3 * time.Second},
+		HTTP:   &http.Client{Timeout: 3 * time.Second},
+		Redact: cfg.Redactor().String,
 	}
 	if uo.MasterName != "" {
 		in.Sentinels = &deploycheck.Sentinels{

@@ -27,6 +27,10 @@ type Input struct {
 	SpoolDir      string
 	SpoolMaxBytes int64
 	HTTP          Doer
+	// Redact removes credentials from each line of the report (a server's
+	// or a library's error may quote them); nil = none. URLs are shown
+	// through config.RedactURL in any case.
+	Redact func(string) string
 }
 
 // Webhook is one subscription's endpoint.
@@ -78,7 +82,11 @@ type addFunc func(name string, passed, critical bool, format string, a ...any)
 func Run(ctx context.Context, in Input) Report {
 	var rep Report
 	add := func(name string, passed, critical bool, format string, a ...any) {
-		rep.Checks = append(rep.Checks, Result{Name: name, Passed: passed, Critical: critical, Detail: fmt.Sprintf(format, a...)})
+		detail := fmt.Sprintf(format, a...)
+		if in.Redact != nil {
+			detail = in.Redact(detail)
+		}
+		rep.Checks = append(rep.Checks, Result{Name: name, Passed: passed, Critical: critical, Detail: detail})
 	}
 
 	cctx, cancel := context.WithTimeout(ctx, checkTimeout)

@@ -2,12 +2,16 @@ package check
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"syscall"
+
+	"github.com/fogis-sidecar/sidecar/internal/config"
 )
 
 // Doer models http.Client.
@@ -19,21 +23,27 @@ type Doer interface {
 // whatever the method it allows.
 func checkWebhook(ctx context.Context, client Doer, w Webhook, add addFunc) {
 	name := "Webhook " + w.Topic
+	shown := config.RedactURL(w.URL)
 	cctx, cancel := context.WithTimeout(ctx, checkTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(cctx, http.MethodHead, w.URL, nil)
 	if err != nil {
-		add(name, false, false, "%s: %v", w.URL, err)
+		// Its error quotes the URL whole.
+		add(name, false, false, "%s is not a valid URL", shown)
 		return
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		add(name, false, false, "%s unreachable: %v (events wait in Redis until it answers)", w.URL, err)
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // without the URL, shown redacted already
+		}
+		add(name, false, false, "%s unreachable: %v (events wait in Redis until it answers)", shown, err)
 		return
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
 	resp.Body.Close()
-	add(name, true, false, "%s answers (HTTP %d)", w.URL, resp.StatusCode)
+	add(name, true, false, "%s answers (HTTP %d)", shown, resp.StatusCode)
 }
 
 // checkSpool writes and fsyncs a probe in the spool directory, as the

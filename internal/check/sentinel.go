@@ -70,6 +70,9 @@ func checkSentinels(ctx context.Context, s Sentinels, add addFunc) {
 	if len(failed) > 0 {
 		silent = " (" + strings.Join(failed, "; ") + ")"
 	}
+	if authFailed(failed) {
+		silent += " — the sentinels take ?sentinel_password= (and ?sentinel_username=), else the URL's user:password@; ?password= is the master's and replicas' only"
+	}
 	switch {
 	case answered == 0:
 		add("Sentinel", false, true, "none of %d sentinels tells where master %q is%s", len(answers), s.MasterName, silent)
@@ -92,4 +95,17 @@ func onlyKey(m map[string][]string) string {
 		return k
 	}
 	return ""
+}
+
+// authFailed reports whether a sentinel refused the credentials (or got
+// some it does not want).
+func authFailed(failed []string) bool {
+	for _, f := range failed {
+		for _, w := range []string{"NOAUTH", "WRONGPASS", "invalid password", "without any password configured", "invalid username-password"} {
+			if strings.Contains(f, w) {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -107,4 +107,37 @@ func TestSentinelChecks(t *testing.T) {
 			}
 		})
 	}
+
+	// Sentinels that require a password the URL gives only to the data
+	// nodes (?password=): the report says which parameter they take.
+	t.Run("sentinels refuse the credentials", func(t *testing.T) {
+		const spw = "sentinel-Pw-check"
+		sn.SetAuth("", spw)
+		defer sn.SetAuth("", "")
+		for _, tc := range []struct{ name, url, want string }{
+			{"none given", sn.URL, "none of 3 sentinels"},
+			{"data password only", sn.URL + "&password=" + spw, "none of 3 sentinels"},
+			{"sentinel_password", sn.URL + "&sentinel_password=" + spw, "3 of 3 sentinels answer and agree"},
+		} {
+			uo, err := config.ParseRedisURL(tc.url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rdb := redis.NewUniversalClient(uo)
+			t.Cleanup(func() { _ = rdb.Close() })
+			rep := Run(context.Background(), Input{
+				RedisURL: config.RedactURL(tc.url), Redis: rdb, MinReplicas: -1,
+				Sentinels: &Sentinels{MasterName: uo.MasterName, Addrs: uo.Addrs, Username: uo.SentinelUsername, Password: uo.SentinelPassword},
+				SpoolDir:  t.TempDir(), SpoolMaxBytes: 1 << 20, HTTP: http.DefaultClient,
+			})
+			d := findCheck(rep, "Sentinel").Detail
+			t.Logf("%s: %s", tc.name, d)
+			if !strings.Contains(d, tc.want) {
+				t.Errorf("%s: Sentinel detail %q, want %q", tc.name, d, tc.want)
+			}
+			if hint := strings.Contains(d, "?sentinel_password="); hint == strings.HasPrefix(tc.want, "3 of 3") {
+				t.Errorf("%s: Sentinel detail %q: got hint %v, want it only when the sentinels refuse", tc.name, d, hint)
+			}
+		}
+	})
 }

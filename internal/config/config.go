@@ -221,14 +221,14 @@ func DefaultSubscription(topic, url string) Subscription {
 // Groups left empty default to the service name once all layers are applied.
 func ParseSubscribe(s string) ([]Subscription, error) {
 	var subs []Subscription
-	for _, part := range strings.Split(s, ",") {
+	for i, part := range strings.Split(s, ",") {
 		part = strings.TrimSpace(part)
 		if part == "" {
 			continue
 		}
 		topic, u, ok := strings.Cut(part, "=")
 		if !ok {
-			return nil, fmt.Errorf("%q is not topic=url", part)
+			return nil, fmt.Errorf("entry %d, %s, is not topic=url", i+1, RedactURL(part))
 		}
 		subs = append(subs, DefaultSubscription(strings.TrimSpace(topic), strings.TrimSpace(u)))
 	}
@@ -267,7 +267,7 @@ func (c *Config) Validate() error {
 	}
 	if c.WebhookSecret != "" {
 		if _, err := DecodeWebhookSecret(c.WebhookSecret); err != nil {
-			bad("webhook_secret", "%v", err)
+			bad("webhook_secret", "%v (SIDECAR_WEBHOOK_SECRET)", err)
 		}
 	}
 	if !oneOf(c.LogLevel, "trace", "debug", "info", "warn", "error") {
@@ -316,7 +316,7 @@ func (c *Config) Validate() error {
 			bad(name+".topic", "%v", err)
 		}
 		if r.Fallback != "" && !isHTTPURL(r.Fallback) {
-			bad(name+".fallback", "%q is not an absolute http(s) URL", r.Fallback)
+			bad(name+".fallback", "%s is not an absolute http(s) URL", RedactURL(r.Fallback))
 		}
 		if r.Response != nil {
 			if err := r.Response.validate(); err != nil {
@@ -325,14 +325,14 @@ func (c *Config) Validate() error {
 		}
 	}
 	if c.Upstream != "" && !isHTTPURL(c.Upstream) {
-		bad("upstream", "%q is not an absolute http(s) URL (e.g. http://calendar:5003)", c.Upstream)
+		bad("upstream", "%s is not an absolute http(s) URL (e.g. http://calendar:5003)", RedactURL(c.Upstream))
 	}
 	for topic, u := range c.Fallbacks {
 		if err := event.ValidateTopic(topic); err != nil {
 			bad("fallbacks", "%v", err)
 		}
 		if !isHTTPURL(u) {
-			bad("fallbacks."+topic, "%q is not an absolute http(s) URL", u)
+			bad("fallbacks."+topic, "%s is not an absolute http(s) URL", RedactURL(u))
 		}
 	}
 	seen := map[string]bool{}
@@ -342,7 +342,7 @@ func (c *Config) Validate() error {
 			bad(name+".topic", "%v", err)
 		}
 		if !isHTTPURL(s.URL) {
-			bad(name+".url", "%q is not an absolute http(s) URL", s.URL)
+			bad(name+".url", "%s is not an absolute http(s) URL", RedactURL(s.URL))
 		}
 		if err := event.ValidateTopic(s.Group); err != nil {
 			bad(name+".group", "%q must match the topic pattern", s.Group)
@@ -439,6 +439,11 @@ func oneOf(v string, options ...string) bool {
 	return false
 }
 
+// MinWebhookSecretBytes is the shortest webhook secret key accepted
+// (DESIGN: shorter secrets are refused at start). The key signs every
+// delivery and authenticates peers' fallbacks into the inbox.
+const MinWebhookSecretBytes = 24
+
 // DecodeWebhookSecret returns the HMAC key of a Standard Webhooks secret "whsec_<base64>".
 func DecodeWebhookSecret(s string) ([]byte, error) {
 	raw, ok := strings.CutPrefix(s, "whsec_")
@@ -449,8 +454,9 @@ func DecodeWebhookSecret(s string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("the part after whsec_ is not base64: %v", err)
 	}
-	if len(key) < 16 {
-		return nil, fmt.Errorf("key is %d bytes; use at least 16 (24–64 recommended)", len(key))
+	if len(key) < MinWebhookSecretBytes {
+		return nil, fmt.Errorf("the key after whsec_ is %d bytes; secrets shorter than %d bytes are refused: use 24–64 random bytes, e.g. whsec_$(head -c 32 /dev/urandom | base64)",
+			len(key), MinWebhookSecretBytes)
 	}
 	return key, nil
 }

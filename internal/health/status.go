@@ -51,6 +51,13 @@ type Sources struct {
 	Gauges                               ConsumerGauges // may be nil
 	// OnRefresh runs on every refresh tick (e.g. to set spool gauges); may be nil.
 	OnRefresh func()
+	// URLs are the subscriptions' webhook URLs by topic/group, as they may
+	// be shown (credentials redacted); may be nil.
+	URLs map[string]string
+	// Redact removes credentials from the encoded report — a last error
+	// may quote a URL or a server's reply; nil = none. /v1/status is
+	// open to every client that reaches the listener.
+	Redact func([]byte) []byte
 }
 
 // Status reads the subscriptions' Redis-side state on a ticker (not per
@@ -150,6 +157,7 @@ type SubscriptionStatus struct {
 	Topic    string `json:"topic"`
 	Group    string `json:"group"`
 	Consumer string `json:"consumer"`
+	URL      string `json:"url,omitempty"` // credentials redacted
 	Running  bool   `json:"running"`
 	ConsumerState
 	stream.Stats
@@ -203,7 +211,7 @@ func (s *Status) Report() StatusReport {
 	for _, sub := range s.src.Subscriptions {
 		c := sub.Config()
 		rep.Subscriptions = append(rep.Subscriptions, SubscriptionStatus{
-			Topic: c.Topic, Group: c.Group, Consumer: c.Consumer, Running: sub.Running(),
+			Topic: c.Topic, Group: c.Group, Consumer: c.Consumer, URL: s.src.URLs[c.Topic+"/"+c.Group], Running: sub.Running(),
 			ConsumerState: s.consumers[c.Topic+"/"+c.Group], Stats: sub.Stats(),
 		})
 	}
@@ -213,10 +221,18 @@ func (s *Status) Report() StatusReport {
 // Handler serves /v1/status.
 func (s *Status) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		body, err := json.MarshalIndent(s.Report(), "", "  ")
+		if err != nil {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusInternalServerError)
+			_, _ = w.Write([]byte(`{"error":"status could not be encoded","code":"internal"}` + "\n"))
+			return
+		}
+		if s.src.Redact != nil {
+			body = s.src.Redact(body)
+		}
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-store")
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		_ = enc.Encode(s.Report())
+		_, _ = w.Write(append(body, '\n'))
 	})
 }

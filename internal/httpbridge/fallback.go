@@ -8,11 +8,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	neturl "net/url"
 	"strconv"
 	"time"
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/fogis-sidecar/sidecar/internal/config"
 	"github.com/fogis-sidecar/sidecar/internal/event"
 )
 
@@ -77,6 +79,10 @@ func (a *api) postFallback(ctx context.Context, url, topic string, ev *event.Eve
 		req.Header.Set("Authorization", "Bearer "+a.cfg.Token)
 	}
 	resp, err := a.cfg.FallbackClient.Do(req)
+	if ue := (*neturl.Error)(nil); errors.As(err, &ue) {
+		// Told to the publisher and logged: not the URL's query tokens.
+		ue.URL = config.RedactURL(ue.URL)
+	}
 	if err != nil {
 		a.log.Warn().Err(err).Str("topic", topic).Str("event_id", ev.ID).Msg("fallback failed")
 		return "failed: " + err.Error()

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fogis-sidecar/sidecar/internal/config"
 	"github.com/rs/zerolog"
 )
 
@@ -17,7 +18,7 @@ import (
 // plus X-Forwarded-For/-Host/-Proto. An upstream that does not answer gets
 // the caller a 502 upstream_unavailable in the API's error shape.
 func newUpstreamProxy(target *url.URL, token string, log zerolog.Logger) http.Handler {
-	where := target.Redacted()
+	where := config.RedactURL(target.String()) // also query tokens, unlike url.Redacted
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)

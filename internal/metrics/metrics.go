@@ -22,6 +22,7 @@ type Metrics struct {
 	deliveries      *prometheus.CounterVec
 	attemptLatency  *prometheus.HistogramVec
 	endToEnd        *prometheus.HistogramVec
+	timeSkew        *prometheus.CounterVec
 	lag             *prometheus.GaugeVec
 	pending         *prometheus.GaugeVec
 	oldestPending   *prometheus.GaugeVec
@@ -71,7 +72,11 @@ func New() *Metrics {
 	m.attemptLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "sidecar_delivery_attempt_duration_seconds",
 		Help: "Duration of one webhook attempt.", Buckets: latencyBuckets}, []string{"topic", "group"})
 	m.endToEnd = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "sidecar_end_to_end_seconds",
-		Help: "From the event's time to the webhook's 2xx.", Buckets: latencyBuckets}, []string{"topic", "group"})
+		Help:    "From the entry's arrival in the Redis stream (its stream id's time) to the webhook's 2xx; time in a publisher's spool during an outage is not included.",
+		Buckets: latencyBuckets}, []string{"topic", "group"})
+	m.timeSkew = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sidecar_event_time_skew_total",
+		Help: "Acknowledged deliveries whose start time lay in this host's future (clocks disagree); sidecar_end_to_end_seconds observed them as 0."},
+		[]string{"topic", "group"})
 	m.lag = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "sidecar_consumer_lag",
 		Help: "Entries in the stream not yet read by the group."}, []string{"topic", "group"})
 	m.pending = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "sidecar_consumer_pending",
@@ -93,7 +98,7 @@ func New() *Metrics {
 		Help: "Stream entries removed by retention (every consumer group had acknowledged them)."}, []string{"topic"})
 	m.retentionHeld = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "sidecar_retention_held_entries",
 		Help: "Entries retention would remove but keeps because the named group has not acknowledged them."}, []string{"topic", "group"})
-	for _, c := range []prometheus.Collector{m.publishedVec, m.publishLatency, m.deliveries, m.attemptLatency, m.endToEnd,
+	for _, c := range []prometheus.Collector{m.publishedVec, m.publishLatency, m.deliveries, m.attemptLatency, m.endToEnd, m.timeSkew,
 		m.lag, m.pending, m.oldestPending, m.dlqLength, m.spoolEvents, m.spoolBytes, m.spoolMaxBytes,
 		m.redisUp, m.redisLatency, m.redisUsedMemory, m.redisMaxMemory, m.fallbacks, m.trimmed, m.retentionHeld,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
@@ -174,11 +179,23 @@ func (m *Metrics) Attempt(topic, group, outcome string, d time.Duration) {
 	}
 }
 
-// Delivered records the end-to-end latency of an acknowledged delivery.
-func (m *Metrics) Delivered(topic, group string, eventTime time.Time) {
-	if !eventTime.IsZero() {
-		m.endToEnd.WithLabelValues(topic, group).Observe(time.Since(eventTime).Seconds())
+// Delivered records the end-to-end latency of an acknowledged delivery,
+// from since: when the entry reached the stream (the subscriber passes
+// its stream id's time, else the event's time; zero = unknown, not
+// observed). A since in the future — another host's clock ahead of this
+// one's — is observed as 0 and counted in sidecar_event_time_skew_total:
+// a negative observation would drive the histogram's _sum down and break
+// rate() over it.
+func (m *Metrics) Delivered(topic, group string, since time.Time) {
+	if since.IsZero() {
+		return
 	}
+	d := time.Since(since)
+	if d < 0 {
+		m.timeSkew.WithLabelValues(topic, group).Inc()
+		d = 0
+	}
+	m.endToEnd.WithLabelValues(topic, group).Observe(d.Seconds())
 }
 
 // Fallback records a fallback POST's outcome: delivered or failed.

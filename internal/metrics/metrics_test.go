@@ -7,6 +7,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+	dto "github.com/prometheus/client_model/go"
 )
 
 func TestMetricsExposition(t *testing.T) {
@@ -64,4 +67,73 @@ func TestTopicLabelIsBounded(t *testing.T) {
 	if counts["topic.0"]["stream"] != 1 {
 		t.Fatal("an early topic lost its own label")
 	}
+}
+
+// TestEndToEndIgnoresSkew: an entry time in this host's future (a
+// publisher's clock, or Redis's, ahead of ours) is observed as 0 and
+// counted, never as a negative latency that drives the histogram's _sum
+// below zero and breaks rate().
+func TestEndToEndIgnoresSkew(t *testing.T) {
+	m := New()
+	m.Delivered("t", "g", time.Now().Add(1000*24*time.Hour)) // 2.7 years ahead
+	m.Delivered("t", "g", time.Now().Add(-250*time.Millisecond))
+	m.Delivered("t", "g", time.Time{}) // unknown: not observed
+	h := gather(t, m, "sidecar_end_to_end_seconds")
+	if len(h) != 1 {
+		t.Fatalf("got %d end-to-end series, want 1", len(h))
+	}
+	hist := h[0].GetHistogram()
+	if hist.GetSampleCount() != 2 {
+		t.Errorf("count: got %d, want 2", hist.GetSampleCount())
+	}
+	if sum := hist.GetSampleSum(); sum < 0.25 || sum > 5 {
+		t.Errorf("sum: got %g, want about 0.25 (the skewed one observed as 0)", sum)
+	}
+	skew := gather(t, m, "sidecar_event_time_skew_total")
+	if len(skew) != 1 || skew[0].GetCounter().GetValue() != 1 {
+		t.Fatalf("skew counter: got %v, want 1 for topic t, group g", skew)
+	}
+	t.Logf("measured: end-to-end count %d, sum %.3fs, skewed %g", hist.GetSampleCount(), hist.GetSampleSum(), skew[0].GetCounter().GetValue())
+}
+
+// TestMetricsLint runs Prometheus's linter (what testutil.GatherAndLint
+// does) over every series the sidecar exposes.
+func TestMetricsLint(t *testing.T) {
+	m := New()
+	m.Published("t", "stream", time.Millisecond)
+	m.Attempt("t", "g", "delivered", time.Millisecond)
+	m.Delivered("t", "g", time.Now().Add(time.Hour))
+	m.SetConsumer("t", "g", 1, 1, time.Second, 1)
+	m.SetSpool(1, 1, 1)
+	m.SetRedis(true, time.Millisecond, 1, 1)
+	m.Fallback("delivered")
+	m.Trimmed("t", 1)
+	m.RetentionHeld("t", "g", 1)
+	mfs, err := m.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	problems, err := promlint.NewWithMetricFamilies(mfs).Lint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("lint: %s: %s", p.Metric, p.Text)
+	}
+	t.Logf("measured: %d metric families linted, %d problems", len(mfs), len(problems))
+}
+
+// gather returns the series of one metric family.
+func gather(t *testing.T, m *Metrics, name string) []*dto.Metric {
+	t.Helper()
+	mfs, err := m.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.GetMetric()
+		}
+	}
+	return nil
 }

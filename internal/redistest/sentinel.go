@@ -37,6 +37,9 @@ type Sentinel struct {
 	nodes     map[string]*Server // data nodes by address
 	sentinels []*Server
 	old       *Server // the master KillMaster killed, for RestartOld
+
+	// Passwords SetAuth set: the data nodes' and the sentinels'.
+	dataPass, sentinelPass string
 }
 
 // Sentinel timings: fast enough that a failover fits in a test, slow
@@ -354,4 +357,103 @@ func nodeLogTail(dir string, lines int) string {
 		ls = ls[len(ls)-lines:]
 	}
 	return strings.Join(ls, "\n")
+}
+
+// SetAuth sets the passwords the set requires, "" for none: data on the
+// master and replica (requirepass, and masterauth so replication and a
+// later failover still authenticate), sentinel on the sentinels (their
+// default user's password, and sentinel-pass so they still talk to each
+// other). The sentinels are told the data password (auth-pass). It returns
+// once every sentinel, asked with the new password, still reports the
+// master and a healthy replica. Connections opened before keep their
+// authentication; new ones need the passwords.
+//
+// The fault handles (Failover, KillMaster, RestartOld, WaitSettled,
+// MasterAddr) and Client ask without a password: call SetAuth("", "")
+// before using them.
+func (s *Sentinel) SetAuth(data, sentinel string) {
+	s.t.Helper()
+	s.mu.Lock()
+	oldData, oldSentinel := s.dataPass, s.sentinelPass
+	var nodes []string
+	for a, n := range s.nodes {
+		if n != s.old {
+			nodes = append(nodes, a)
+		}
+	}
+	s.mu.Unlock()
+	do := func(addr, password string, args ...any) {
+		s.t.Helper()
+		c := redis.NewClient(&redis.Options{Addr: addr, Password: password, MaxRetries: -1, DialTimeout: time.Second})
+		defer c.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := c.Do(ctx, args...).Err(); err != nil {
+			s.t.Fatalf("%s %v: %v", addr, args[:2], err)
+		}
+	}
+	// Every step keeps the set working: replicas and sentinels learn the
+	// data password before the data nodes require it; sentinels learn
+	// each other's password before they require it.
+	for _, n := range nodes {
+		do(n, oldData, "CONFIG", "SET", "masterauth", data)
+	}
+	for _, a := range s.SentinelAddrs {
+		do(a, oldSentinel, "SENTINEL", "SET", MasterName, "auth-pass", data)
+	}
+	for _, n := range nodes {
+		do(n, oldData, "CONFIG", "SET", "requirepass", data)
+	}
+	for _, a := range s.SentinelAddrs {
+		do(a, oldSentinel, "SENTINEL", "CONFIG", "SET", "sentinel-pass", sentinel)
+	}
+	for _, a := range s.SentinelAddrs {
+		if sentinel == "" {
+			do(a, oldSentinel, "ACL", "SETUSER", "default", "nopass")
+		} else {
+			do(a, oldSentinel, "ACL", "SETUSER", "default", "resetpass", ">"+sentinel)
+		}
+	}
+	s.mu.Lock()
+	s.dataPass, s.sentinelPass = data, sentinel
+	s.mu.Unlock()
+	var last string
+	ok := waitUntil(30*time.Second, func() bool {
+		for _, a := range s.SentinelAddrs {
+			if last = s.authedSentinelHealthy(a, sentinel); last != "" {
+				return false
+			}
+		}
+		return true
+	})
+	if !ok {
+		s.t.Fatalf("after SetAuth: %s\n%s", last, s.logs())
+	}
+}
+
+// authedSentinelHealthy asks one sentinel, with password, whether it
+// monitors a master it does not suspect and sees a healthy replica; ""
+// when it does, else what is wrong.
+func (s *Sentinel) authedSentinelHealthy(addr, password string) string {
+	sc := redis.NewSentinelClient(&redis.Options{Addr: addr, Password: password, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
+	defer sc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	m, err := sc.Master(ctx, MasterName).Result()
+	if err != nil {
+		return fmt.Sprintf("sentinel %s: %v", addr, err)
+	}
+	if m["flags"] != "master" {
+		return fmt.Sprintf("sentinel %s: master flags %q", addr, m["flags"])
+	}
+	rs, err := sc.Replicas(ctx, MasterName).Result()
+	if err != nil {
+		return fmt.Sprintf("sentinel %s: replicas: %v", addr, err)
+	}
+	for _, r := range rs {
+		if r["flags"] == "slave" && r["master-link-status"] == "ok" {
+			return ""
+		}
+	}
+	return fmt.Sprintf("sentinel %s: no healthy replica in %v", addr, rs)
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -63,7 +64,14 @@ func (s *Subscriber) process(ctx, dctx context.Context, j job, acks chan<- strin
 		if err == nil {
 			acks <- j.id // acknowledged in batches by ackLoop
 			obs.Attempt(s.cfg.Topic, s.cfg.Group, "delivered", took)
-			obs.Delivered(s.cfg.Topic, s.cfg.Group, ev.Time)
+			// End to end from the entry's arrival in the stream (its id's
+			// milliseconds), not from the event's time, which a publisher
+			// may set anywhere; the event's time only if the id is not Redis's.
+			since := ev.Time
+			if ms, err := strconv.ParseInt(j.id[:max(strings.IndexByte(j.id, '-'), 0)], 10, 64); err == nil && ms > 0 {
+				since = time.UnixMilli(ms)
+			}
+			obs.Delivered(s.cfg.Topic, s.cfg.Group, since)
 			s.delivered.Add(1)
 			s.mu.Lock()
 			s.lastDelivery = time.Now()
