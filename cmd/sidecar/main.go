@@ -41,6 +41,7 @@ import (
 	"github.com/fogis-sidecar/sidecar/internal/resp"
 	"github.com/fogis-sidecar/sidecar/internal/spool"
 	"github.com/fogis-sidecar/sidecar/internal/stream"
+	"github.com/fogis-sidecar/sidecar/internal/tracing"
 )
 
 // version is set at build time: -ldflags "-X main.version=…".
@@ -101,11 +102,15 @@ func (r redisLogger) Printf(_ context.Context, format string, v ...any) {
 	r.l.Debug().Msgf(format, v...)
 }
 
+// newLogger writes through the configuration's Redactor: a library's
+// error that quotes a URL, or a webhook's reply, never puts a credential
+// in the log.
 func newLogger(cfg *config.Config, w io.Writer) (zerolog.Logger, error) {
 	lvl, err := zerolog.ParseLevel(cfg.LogLevel)
 	if err != nil {
 		return zerolog.Nop(), fmt.Errorf("log.level: %w", err)
 	}
+	w = cfg.Redactor().Writer(w)
 	if cfg.LogFormat == "console" {
 		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339}
 	}
@@ -128,6 +133,19 @@ func serve(ctx context.Context, cfg *config.Config, logger zerolog.Logger) error
 	defer rdb.Close()
 
 	component := func(name string) zerolog.Logger { return logger.With().Str("component", name).Logger() }
+	// OpenTelemetry, from the standard OTEL_* variables; off when unset.
+	stopTracing, err := tracing.Setup(ctx, cfg.Service, component("tracing"))
+	if err != nil {
+		return fmt.Errorf("tracing: %w", err)
+	}
+	// Flushed after g.Run returns, so the last delivery spans are exported.
+	defer func() {
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := stopTracing(fctx); err != nil {
+			logger.Warn().Err(err).Msg("tracing: flushing spans at shutdown")
+		}
+	}()
 	var secret []byte
 	if cfg.WebhookSecret != "" {
 		if secret, err = config.DecodeWebhookSecret(cfg.WebhookSecret); err != nil {
@@ -169,6 +187,11 @@ func serve(ctx context.Context, cfg *config.Config, logger zerolog.Logger) error
 	for i, s := range subs {
 		statusSubs[i] = s
 	}
+	shownURLs := map[string]string{}
+	for _, sc := range cfg.Subscriptions {
+		shownURLs[sc.Topic+"/"+sc.Group] = config.RedactURL(sc.URL)
+	}
+	redactor := cfg.Redactor()
 	status := health.NewStatus(rdb, health.Sources{
 		Service: cfg.Service, Consumer: cfg.Consumer, RedisURL: config.RedactURL(cfg.RedisURL), Version: version,
 		Monitor: monitor, Subscriptions: statusSubs, Gauges: m,
@@ -177,6 +200,8 @@ func serve(ctx context.Context, cfg *config.Config, logger zerolog.Logger) error
 		Fallbacks: m.FallbackCounts,
 		Retention: func() any { return trimmer.Stats() },
 		OnRefresh: func() { st := sp.Stats(); m.SetSpool(st.Events, st.Bytes, st.MaxBytes) },
+		URLs:      shownURLs,
+		Redact:    redactor.Bytes,
 	}, 5*time.Second, component("status"))
 	var routes []httpbridge.Route
 	for _, r := range cfg.Routes {
@@ -248,6 +273,7 @@ func serve(ctx context.Context, cfg *config.Config, logger zerolog.Logger) error
 		g.Add(func() error {
 			logger.Info().Str("listen", ln.Addr().String()).Str("redis", config.RedactURL(cfg.RedisURL)).
 				Int("subscriptions", len(subs)).Str("version", version).Msg("sidecar started")
+			logConfigured(cfg, logger)
 			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 				return fmt.Errorf("http: %w", err)
 			}
@@ -328,6 +354,23 @@ func serve(ctx context.Context, cfg *config.Config, logger zerolog.Logger) error
 	return err
 }
 
+// logConfigured says once, at start, where events go: every URL through
+// config.RedactURL.
+func logConfigured(cfg *config.Config, logger zerolog.Logger) {
+	for _, sc := range cfg.Subscriptions {
+		logger.Info().Str("topic", sc.Topic).Str("group", sc.Group).Str("url", config.RedactURL(sc.URL)).Msg("subscription")
+	}
+	for _, r := range cfg.Routes {
+		logger.Info().Str("path", r.Path).Str("topic", r.Topic).Str("fallback", config.RedactURL(r.Fallback)).Msg("route")
+	}
+	for topic, u := range cfg.Fallbacks {
+		logger.Info().Str("topic", topic).Str("fallback", config.RedactURL(u)).Msg("publish fallback")
+	}
+	if cfg.Upstream != "" {
+		logger.Info().Str("upstream", config.RedactURL(cfg.Upstream)).Msg("unrouted requests are proxied upstream")
+	}
+}
+
 // newSubscriptions builds, per configured subscription, its subscriber and
 // the inbox target that delivers fallback events to the same webhook.
 func newSubscriptions(cfg *config.Config, rdb redis.UniversalClient, secret []byte, obs stream.Observer, component func(string) zerolog.Logger) ([]*stream.Subscriber, []inbox.Target) {
@@ -337,7 +380,7 @@ func newSubscriptions(cfg *config.Config, rdb redis.UniversalClient, secret []by
 	)
 	for _, sc := range cfg.Subscriptions {
 		// Body applies to stream and inbox deliveries alike: both go through wh.
-		wh := &httpbridge.Webhook{URL: sc.URL, Timeout: sc.Timeout, Secret: secret, Body: httpbridge.Pointer(sc.Body), Client: newHTTPClient(sc.Concurrency)}
+		wh := &httpbridge.Webhook{URL: sc.URL, Timeout: sc.Timeout, Secret: secret, Body: httpbridge.Pointer(sc.Body), Client: newHTTPClient(sc.Concurrency), Group: sc.Group}
 		handler := stream.HandlerFunc(func(ctx context.Context, d stream.Delivery) error {
 			return wh.Deliver(ctx, d.Topic, d.Attempt, d.Event)
 		})
@@ -370,7 +413,7 @@ func newHTTPClient(conns int) *http.Client {
 func startDevRedis(cfg *config.Config, logger zerolog.Logger) (func(), error) {
 	o, err := redis.ParseURL(cfg.RedisURL)
 	if err != nil {
-		return nil, fmt.Errorf("--dev needs a plain redis:// URL: %w", err)
+		return nil, fmt.Errorf("--dev needs a plain redis:// URL, not %s: %s", config.RedactURL(cfg.RedisURL), cfg.Redactor().String(err.Error()))
 	}
 	m, err := devredis.StartIfAbsent(o.Addr)
 	if err != nil {

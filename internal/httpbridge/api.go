@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/fogis-sidecar/sidecar/internal/event"
+	"github.com/fogis-sidecar/sidecar/internal/tracing"
 )
 
 // Publisher is what the API needs of the event log.
@@ -141,37 +142,53 @@ func (a *api) publish(w http.ResponseWriter, r *http.Request, topic, fallback st
 		writeError(w, status, code, err.Error())
 		return
 	}
-	rc, err := a.pub.Publish(r.Context(), topic, ev)
+	// With tracing on, the event carries the publish span's context, so
+	// every delivery attempt is its child in the publisher's trace; off,
+	// the publisher's traceparent and tracestate travel unchanged.
+	ctx, span := tracing.StartPublish(r.Context(), topic, r.Header)
+	tracing.SetEventID(span, ev.ID)
+	if tp, ts := tracing.HopContext(ctx); tp != "" {
+		ev.TraceParent, ev.TraceState = tp, ts
+	}
+	status, err = a.accept(ctx, w, topic, fallback, reply, ev)
+	tracing.End(span, err, status)
+}
+
+// accept publishes ev and answers: the receipt (or the route's reply), or
+// the JSON error; it returns the status written and the publish's error.
+func (a *api) accept(ctx context.Context, w http.ResponseWriter, topic, fallback string, reply *RouteResponse, ev *event.Event) (int, error) {
+	rc, err := a.pub.Publish(ctx, topic, ev)
 	if err != nil {
 		code := errorCode(err, "unavailable")
 		if code == "redis_rejected" {
 			// Redis refuses this key (WRONGTYPE, NOPERM…): waiting will not
 			// help, an operator must. Other topics are unaffected.
 			writeError(w, http.StatusBadGateway, code, err.Error()+"; the event was not accepted")
-			return
+			return http.StatusBadGateway, err
 		}
 		if code == "outcome_unknown" {
 			// Like a gateway timeout: the write may have landed.
 			a.log.Warn().Err(err).Str("topic", topic).Str("event_id", ev.ID).Msg("publish outcome unknown")
 			writeError(w, http.StatusGatewayTimeout, code, err.Error())
-			return
+			return http.StatusGatewayTimeout, err
 		}
 		a.log.Warn().Err(err).Str("topic", topic).Str("event_id", ev.ID).Msg("publish refused")
 		writeError(w, http.StatusServiceUnavailable, code, err.Error()+"; the event was not accepted, retry later")
-		return
+		return http.StatusServiceUnavailable, err
 	}
 	if rc.Duplicate {
 		w.Header().Set("Idempotent-Replayed", "true")
 	}
 	resp := publishResponse{Receipt: rc}
 	if rc.Spooled && fallback != "" {
-		resp.Fallback = a.sendFallback(r.Context(), fallback, topic, ev)
+		resp.Fallback = a.sendFallback(ctx, fallback, topic, ev)
 	}
 	if reply != nil {
 		writeRouteResponse(w, reply, resp)
-		return
+		return reply.Status, nil
 	}
 	writeJSON(w, http.StatusAccepted, resp)
+	return http.StatusAccepted, nil
 }
 
 // writeRouteResponse writes a route's configured answer; the receipt goes

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/fogis-sidecar/sidecar/internal/event"
+	"github.com/fogis-sidecar/sidecar/internal/tracing"
 )
 
 // Doer models http.Client.
@@ -36,6 +37,8 @@ type Webhook struct {
 	Body   Pointer
 	Client Doer
 	Now    func() time.Time
+	// Group names the consumer group in delivery spans (tracing).
+	Group string
 }
 
 // maxRetryAfter caps a receiver's Retry-After, so one odd header cannot
@@ -69,7 +72,12 @@ func (e *DeliveryError) RetryAfter() time.Duration { return e.retryAfter }
 
 // Deliver makes one delivery attempt of ev. An event without the member
 // that Body names fails permanently (a *BodyError), with no request sent.
-func (w *Webhook) Deliver(ctx context.Context, topic string, attempt int, ev *event.Event) error {
+func (w *Webhook) Deliver(ctx context.Context, topic string, attempt int, ev *event.Event) (err error) {
+	// One span per attempt, in the publisher's trace (tracing off: no-op).
+	ctx, span := tracing.StartDelivery(ctx, topic, w.Group, attempt, ev.TraceParent, ev.TraceState)
+	tracing.SetEventID(span, ev.ID)
+	status := 0
+	defer func() { tracing.End(span, err, status) }()
 	if w.Body != "" {
 		member, err := w.Body.Extract(ev.Data)
 		if err != nil {
@@ -92,11 +100,13 @@ func (w *Webhook) Deliver(ctx context.Context, topic string, attempt int, ev *ev
 		now = w.Now
 	}
 	SetHeaders(req.Header, topic, attempt, ev, w.Secret, now())
+	tracing.Inject(ctx, req.Header) // on: this attempt's span is the receiver's parent
 	resp, err := w.Client.Do(req)
 	if err != nil {
 		return &DeliveryError{Err: err}
 	}
 	defer resp.Body.Close()
+	status = resp.StatusCode
 	// Read a little of the answer for the error message; drain the rest
 	// (bounded) so the keep-alive connection can be reused.
 	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 256))
