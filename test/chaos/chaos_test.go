@@ -113,7 +113,7 @@ func TestCheckerCatchesBrokenPromises(t *testing.T) {
 		ev("k", 7, ok("A7", 7)),   // dead-lettered after a 302: explained
 		ev("k", 8, ok("A8", 8)),   // dead-lettered with no refusal: unexplained
 		ev("k", 9, ok("A9", 9)),   // delivered with another body: bytes
-		ev("j", 1, ok("B1", 1.5)), // fine
+		ev("j", 1, ok("B1", 1.5)), // delivered, but not in the stream at the end: vanished
 	}
 	req := func(rx string, s float64, e pubEvent, id string, status int) request {
 		k, okb := parseBody(e.body)
@@ -134,7 +134,7 @@ func TestCheckerCatchesBrokenPromises(t *testing.T) {
 			req("audit-rx", 18, events[9], "B1", 200),
 			bad,
 		},
-	}, dlq: []entry{
+	}, streams: inStream(events[:9]...), dlq: []entry{
 		{topic: "t1", streamID: "7-0", id: "A7", group: "audit", data: events[6].body, errText: "redirect"},
 		{topic: "t1", streamID: "8-0", id: "A8", group: "audit", data: events[7].body, errText: "webhook answered 500"},
 	}}
@@ -143,21 +143,36 @@ func TestCheckerCatchesBrokenPromises(t *testing.T) {
 	for _, v := range r.violations {
 		got[v.kind]++
 	}
-	want := map[string]int{"lost": 1, "order": 1, "unacked-delivered": 1, "dead-letter": 1, "body": 1}
+	want := map[string]int{"lost": 1, "order": 1, "unacked-delivered": 1, "dead-letter": 1, "body": 1, "vanished": 1}
 	for k, n := range want {
 		if got[k] != n {
 			t.Errorf("violations of kind %s: got %d, want %d", k, got[k], n)
 		}
 	}
-	if len(r.violations) != 5 {
+	if len(r.violations) != 6 {
 		for _, v := range r.violations {
 			t.Logf("[%s] %s", v.kind, v.msg)
 		}
-		t.Errorf("got %d violations, want 5", len(r.violations))
+		t.Errorf("got %d violations, want 6", len(r.violations))
 	}
 	g := r.groups[0]
 	if g.dupSameID != 1 || g.unackedDelivered != 1 || g.explained != 1 || g.onlyDLQ != 1 || g.lost != 1 {
 		t.Errorf("group figures: got dup %d, unacked delivered %d, explained %d, only DLQ %d, lost %d; want 1 each",
 			g.dupSameID, g.unackedDelivered, g.explained, g.onlyDLQ, g.lost)
 	}
+}
+
+// inStream is the stream entries of the acknowledged ones of events, as
+// the sidecar writes them.
+func inStream(events ...pubEvent) []entry {
+	var out []entry
+	for i, e := range events {
+		for _, a := range e.attempts {
+			if a.outcome == acked {
+				out = append(out, entry{topic: e.topic, streamID: strconv.Itoa(i+1) + "-0", id: a.id, data: e.body})
+				break
+			}
+		}
+	}
+	return out
 }
