@@ -230,17 +230,7 @@ func TestCloudEventsSDKRoundTrip(t *testing.T) {
 // the one the stream path gives, and once Redis is back the spooled copy
 // (the spool's record encoding) drains with every attribute.
 func TestCloudEventsFallbackKeepsAttributes(t *testing.T) {
-	redis := redistest.StartProcess(t)
-	topic := redistest.UniqueTopic(t, "ce-fallback")
-	rc := newReceiver(t)
-	cal := startSidecar(t, "calendar", "REDIS_URL="+redis.URL, "SIDECAR_WEBHOOK_SECRET="+secret,
-		"SIDECAR_CONFIG="+subscriberConfig(t, topic, rc.url(), ""))
-	pub := startSidecar(t, "processor", "REDIS_URL="+redis.URL, "SIDECAR_WEBHOOK_SECRET="+secret, "SIDECAR_CONFIG="+writeConfig(t, fmt.Sprintf(`service: processor
-routes:
-  - path: /sync
-    topic: %s
-    fallback: %s
-`, topic, cal.url("/v1/inbox/"+topic))))
+	redis, topic, rc, pub, _ := startFallbackPair(t, "ce-fallback")
 	warm := pub.mustPublish(topic, []byte(`{"warm":1}`))
 	deliveryOf(t, rc, warm.ID)
 	redis.Kill()

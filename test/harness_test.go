@@ -10,7 +10,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"github.com/fogis-sidecar/sidecar/internal/eventually"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -22,6 +21,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/fogis-sidecar/sidecar/internal/eventually"
 
 	"github.com/fogis-sidecar/sidecar/internal/redistest"
 )
@@ -366,4 +367,23 @@ func startPair(t *testing.T, prefix string, calendarEnv ...string) (*redistest.S
 	env := append([]string{"REDIS_URL=" + redis.URL, "SIDECAR_CONFIG=" + subscriberConfig(t, topic, rc.url(), "")}, calendarEnv...)
 	sub := startSidecar(t, "calendar", env...)
 	return redis, topic, rc, pub, sub
+}
+
+// startFallbackPair is startPair with a fallback: the processor has a
+// route /sync for the topic whose fallback is the calendar sidecar's inbox,
+// and both share the webhook secret that authenticates it.
+func startFallbackPair(t *testing.T, prefix string) (*redistest.Server, string, *receiver, *sidecar, *sidecar) {
+	t.Helper()
+	redis := redistest.StartProcess(t)
+	topic := redistest.UniqueTopic(t, prefix)
+	rc := newReceiver(t)
+	cal := startSidecar(t, "calendar", "REDIS_URL="+redis.URL, "SIDECAR_WEBHOOK_SECRET="+secret,
+		"SIDECAR_CONFIG="+subscriberConfig(t, topic, rc.url(), ""))
+	pub := startSidecar(t, "processor", "REDIS_URL="+redis.URL, "SIDECAR_WEBHOOK_SECRET="+secret, "SIDECAR_CONFIG="+writeConfig(t, fmt.Sprintf(`service: processor
+routes:
+  - path: /sync
+    topic: %s
+    fallback: %s
+`, topic, cal.url("/v1/inbox/"+topic))))
+	return redis, topic, rc, pub, cal
 }

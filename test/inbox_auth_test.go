@@ -363,17 +363,7 @@ func TestInboxAPITokenAuthenticates(t *testing.T) {
 // and delivers it, and the stream copy that arrives when Redis returns is
 // recognised as the same event and not delivered again.
 func TestSignedFallbackOfAnUnsafeIDIsDeliveredOnce(t *testing.T) {
-	redis := redistest.StartProcess(t)
-	topic := redistest.UniqueTopic(t, "inbox-unsafe-id")
-	rc := newReceiver(t)
-	cal := startSidecar(t, "calendar", "REDIS_URL="+redis.URL, "SIDECAR_WEBHOOK_SECRET="+secret,
-		"SIDECAR_CONFIG="+subscriberConfig(t, topic, rc.url(), ""))
-	pub := startSidecar(t, "processor", "REDIS_URL="+redis.URL, "SIDECAR_WEBHOOK_SECRET="+secret, "SIDECAR_CONFIG="+writeConfig(t, fmt.Sprintf(`service: processor
-routes:
-  - path: /sync
-    topic: %s
-    fallback: %s
-`, topic, cal.url("/v1/inbox/"+topic))))
+	redis, topic, rc, pub, _ := startFallbackPair(t, "inbox-unsafe-id")
 	warm := pub.mustPublish(topic, []byte(`{"warm":1}`))
 	eventually.True(t, 10*time.Second, "warm-up delivered", func() bool { return rc.count() == 1 })
 	redis.Kill()

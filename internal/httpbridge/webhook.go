@@ -6,7 +6,6 @@ package httpbridge
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base32"
 	"encoding/base64"
@@ -230,13 +229,7 @@ func WebhookID(id string) string {
 // Sign returns the Standard Webhooks signature header value:
 // "v1," + base64(HMAC-SHA256(key, "<id>.<timestamp>.<body>")).
 func Sign(key []byte, id string, timestamp int64, body []byte) string {
-	m := hmac.New(sha256.New, key)
-	m.Write([]byte(id))
-	m.Write([]byte{'.'})
-	m.Write([]byte(strconv.FormatInt(timestamp, 10)))
-	m.Write([]byte{'.'})
-	m.Write(body)
-	return "v1," + base64.StdEncoding.EncodeToString(m.Sum(nil))
+	return "v1," + base64.StdEncoding.EncodeToString(signature(key, id, timestamp, body))
 }
 
 func parseRetryAfter(v string, now time.Time) time.Duration {
