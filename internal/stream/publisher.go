@@ -69,7 +69,7 @@ func NewPublisher(rdb redis.UniversalClient, opts PublisherOptions, log zerolog.
 		opts.Touched = func(string) {}
 	}
 	return &Publisher{rdb: rdb, opts: opts, log: log, reqs: make(chan *xaddReq, 4*maxBatch),
-		replicas: replicaCache{nodes: map[string]replicaCount{}, log: log}, recent: map[string]recentIDs{}}
+		replicas: replicaCache{nodes: map[string]replicaCount{}, log: log, seed: !isCluster(rdb)}, recent: map[string]recentIDs{}}
 }
 
 // Publish appends ev to the topic's stream. With ev.IdempotencyKey set, a
@@ -497,6 +497,12 @@ type replicaCache struct {
 	nodes  map[string]replicaCount
 	warned bool
 	log    zerolog.Logger
+	// seed: a node's first reading counts a replica that is away but was
+	// attached (a replication backlog, a replica still syncing) as seen
+	// just now. Off on Cluster, where a node read for the first time is
+	// usually a replica just promoted, which the sidecar must follow at
+	// once (the old master rejoins as its replica).
+	seed bool
 }
 
 // replicaCheckEvery bounds how stale the replica reading may be.
@@ -525,13 +531,18 @@ func (rc *replicaCache) needed(ctx context.Context, c redis.Cmdable, min int) in
 	cur, ok := rc.nodes[addr]
 	rc.mu.Unlock()
 	if !ok || time.Since(cur.at) >= replicaCheckEvery {
-		n, err := countReplicas(ctx, c)
+		n, attached, err := countReplicas(ctx, c)
 		rc.mu.Lock()
 		cur = rc.nodes[addr]
 		switch {
 		case err == nil:
+			first := cur.at.IsZero()
 			cur.at = time.Now()
-			if n > 0 {
+			if n > 0 || (first && rc.seed && attached) {
+				// A process that starts during a failover (its master's
+				// replica killed, or resyncing) must not take a replicated
+				// master for a lone one: what it acknowledged without WAIT
+				// would be lost when that master is demoted.
 				cur.lastSeen = cur.at
 			} else if !cur.lastSeen.IsZero() && time.Since(cur.lastSeen) >= replicaGrace {
 				rc.log.Warn().Str("node", addr).Dur("gone_for", time.Since(cur.lastSeen).Round(time.Second)).
@@ -555,10 +566,16 @@ func (rc *replicaCache) needed(ctx context.Context, c redis.Cmdable, min int) in
 // replication, or — for an ACL user without INFO (it is in @dangerous) —
 // from WAIT 0 0, which answers at once with the replicas that have this
 // connection's writes.
-func countReplicas(ctx context.Context, c redis.Cmdable) (int, error) {
+//
+// attached reports evidence that the node has (or recently had) a replica
+// even when none is online now: one listed in any state (still syncing),
+// or a replication backlog (Redis keeps it for repl-backlog-ttl after the
+// last replica left, and a promoted replica has one).
+func countReplicas(ctx context.Context, c redis.Cmdable) (online int, attached bool, err error) {
 	info, err := c.Info(ctx, "replication").Result()
 	if err == nil {
-		return onlineReplicas(info), nil
+		online = onlineReplicas(info)
+		return online, online > 0 || strings.Contains(info, "repl_backlog_active:1") || strings.Contains(info, "\nslave0:"), nil
 	}
 	var w *redis.Cmd
 	_, werr := c.Pipelined(ctx, func(pipe redis.Pipeliner) error {
@@ -567,9 +584,15 @@ func countReplicas(ctx context.Context, c redis.Cmdable) (int, error) {
 	})
 	n, _ := w.Int64()
 	if werr != nil {
-		return 0, fmt.Errorf("%w; wait: %v", err, werr)
+		return 0, false, fmt.Errorf("%w; wait: %v", err, werr)
 	}
-	return int(n), nil
+	return int(n), n > 0, nil
+}
+
+// isCluster reports a Cluster client.
+func isCluster(rdb redis.UniversalClient) bool {
+	_, ok := rdb.(*redis.ClusterClient)
+	return ok
 }
 
 // nodeAddr names the node c talks to, for the cache.
