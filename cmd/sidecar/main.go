@@ -29,8 +29,10 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
+	"github.com/fogis-sidecar/sidecar/internal/admin"
 	"github.com/fogis-sidecar/sidecar/internal/backoff"
 	"github.com/fogis-sidecar/sidecar/internal/config"
+	"github.com/fogis-sidecar/sidecar/internal/console"
 	"github.com/fogis-sidecar/sidecar/internal/devredis"
 	"github.com/fogis-sidecar/sidecar/internal/event"
 	"github.com/fogis-sidecar/sidecar/internal/health"
@@ -76,6 +78,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return check(ctx, args[1:], getenv, stdout)
 		case "health":
 			return probe(ctx, args[1:], getenv, stdout)
+		case "help", "topics", "events", "dlq", "seek", "pause", "resume", "consumers":
+			return cli(ctx, args, getenv, stdout, stderr) // the event-log CLI (cli.go)
 		}
 	}
 	cfg, err := config.Load(args, getenv, config.Hostname(), stdout)
@@ -215,11 +219,16 @@ func serve(ctx context.Context, cfg *config.Config, logger zerolog.Logger) error
 	if len(targets) > 0 {
 		inboxer = in
 	}
+	// The event log's admin API: inspect, redrive, purge, seek, pause.
+	adminAPI := admin.New(rdb, admin.Config{
+		Topics: configuredTopics(cfg), Consumer: cfg.Consumer, Token: cfg.APIToken != "", Observer: m,
+	}, component("admin"))
 	api := httpbridge.NewAPI(httpbridge.APIConfig{
 		Service: cfg.Service, Token: cfg.APIToken, MaxBody: cfg.MaxBody,
 		Routes: routes, Fallbacks: cfg.Fallbacks, Secret: secret, FallbackClient: newHTTPClient(4), Observer: m,
 		Extra:    map[string]http.Handler{"/v1/status": status.Handler(), "/metrics": m.Handler()},
 		Upstream: cfg.UpstreamURL(),
+		Admin:    adminAPI, Console: console.Handler(),
 	}, rel, inboxer, readiness.Handler(), component("api"))
 
 	// Bind before running, so a port conflict fails the start, not a goroutine.
@@ -380,9 +389,10 @@ func newSubscriptions(cfg *config.Config, rdb redis.UniversalClient, secret []by
 	)
 	for _, sc := range cfg.Subscriptions {
 		// Body applies to stream and inbox deliveries alike: both go through wh.
-		wh := &httpbridge.Webhook{URL: sc.URL, Timeout: sc.Timeout, Secret: secret, Body: httpbridge.Pointer(sc.Body), Client: newHTTPClient(sc.Concurrency), Group: sc.Group}
+		wh := &httpbridge.Webhook{URL: sc.URL, Timeout: sc.Timeout, Secret: secret, Body: httpbridge.Pointer(sc.Body),
+			Client: redriveDoer{newHTTPClient(sc.Concurrency)}, Group: sc.Group}
 		handler := stream.HandlerFunc(func(ctx context.Context, d stream.Delivery) error {
-			return wh.Deliver(ctx, d.Topic, d.Attempt, d.Event)
+			return wh.Deliver(withRedrive(ctx, d.Redrive), d.Topic, d.Attempt, d.Event)
 		})
 		policy := backoff.Policy{Initial: sc.Backoff.Initial, Max: sc.Backoff.Max}
 		log := component("subscriber").With().Str("topic", sc.Topic).Str("group", sc.Group).Logger()
@@ -401,6 +411,22 @@ func newSubscriptions(cfg *config.Config, rdb redis.UniversalClient, secret []by
 		})
 	}
 	return subs, targets
+}
+
+// configuredTopics are the topics the configuration names: subscribed,
+// routed, or with a publish fallback.
+func configuredTopics(cfg *config.Config) []string {
+	var topics []string
+	for _, sc := range cfg.Subscriptions {
+		topics = append(topics, sc.Topic)
+	}
+	for _, r := range cfg.Routes {
+		topics = append(topics, r.Topic)
+	}
+	for t := range cfg.Fallbacks {
+		topics = append(topics, t)
+	}
+	return topics
 }
 
 // newHTTPClient is a keep-alive client for webhook and fallback POSTs.

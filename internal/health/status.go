@@ -35,8 +35,11 @@ type ConsumerState struct {
 	OldestPending time.Duration `json:"-"`
 	OldestSeconds float64       `json:"oldest_pending_seconds"`
 	DLQLength     int64         `json:"dlq_length"`
-	ReadAt        time.Time     `json:"read_at,omitzero"`
-	Error         string        `json:"error,omitempty"`
+	// Paused is an operator's pause of the group (the admin API): its
+	// subscribers read nothing until it is resumed.
+	Paused bool      `json:"paused"`
+	ReadAt time.Time `json:"read_at,omitzero"`
+	Error  string    `json:"error,omitempty"`
 }
 
 // Sources are the parts of the process /v1/status reports on.
@@ -143,6 +146,9 @@ func ReadConsumer(ctx context.Context, rdb redis.UniversalClient, topic, group s
 		st.Error = err.Error()
 	}
 	st.DLQLength = n
+	if st.Paused, err = stream.Paused(ctx, rdb, topic, group); err != nil && st.Error == "" {
+		st.Error = err.Error()
+	}
 	return st
 }
 

@@ -42,6 +42,15 @@ type APIConfig struct {
 	// no endpoint of the sidecar's (reverse proxy): the old service's other
 	// URLs keep working at the sidecar's address.
 	Upstream *url.URL
+	// Admin serves the event log's admin API (/v1/topics…,
+	// /v1/subscriptions…): behind the token, or loopback clients only
+	// when none is set. nil = not served.
+	Admin http.Handler
+	// Console serves the web console at GET / and /console/*: its page
+	// and assets load without the token (the page asks for it), or for
+	// loopback clients only when none is set. With Upstream set, GET /
+	// stays the upstream's. nil = not served.
+	Console http.Handler
 }
 
 // FallbackObserver records a fallback POST's outcome: delivered or failed.
@@ -83,6 +92,21 @@ func NewAPI(cfg APIConfig, pub Publisher, inbox Inbox, health http.Handler, log 
 	// The inbox authenticates each delivery itself: the API token, or a
 	// signature alone (a peer sidecar may not know this sidecar's token).
 	r.Post("/v1/inbox/{topic}", a.inbox)
+	if cfg.Admin != nil {
+		admin := a.adminGuard(cfg.Admin)
+		for _, p := range adminPaths {
+			r.Handle(p, admin)
+		}
+	}
+	if cfg.Console != nil {
+		console := a.consoleGuard(cfg.Console)
+		if cfg.Upstream == nil {
+			r.Method(http.MethodGet, "/", console)
+			r.Method(http.MethodHead, "/", console)
+		}
+		r.Handle("/console", console)
+		r.Handle("/console/*", console)
+	}
 	r.Group(func(r chi.Router) {
 		r.Use(a.authenticate)
 		r.Post("/v1/publish/{topic}", func(w http.ResponseWriter, r *http.Request) {

@@ -37,6 +37,8 @@ type Metrics struct {
 	fallbacks       *prometheus.CounterVec
 	trimmed         *prometheus.CounterVec
 	retentionHeld   *prometheus.GaugeVec
+	adminOps        *prometheus.CounterVec
+	adminEntries    *prometheus.CounterVec
 
 	mu        sync.RWMutex
 	published map[pubKey]*pubCount // bound counters per topic and outcome, also read by /v1/status
@@ -98,9 +100,14 @@ func New() *Metrics {
 		Help: "Stream entries removed by retention (every consumer group had acknowledged them)."}, []string{"topic"})
 	m.retentionHeld = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "sidecar_retention_held_entries",
 		Help: "Entries retention would remove but keeps because the named group has not acknowledged them."}, []string{"topic", "group"})
+	m.adminOps = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sidecar_admin_operations_total",
+		Help: "State changes through the admin API, by operation: redrive, purge, seek, pause, resume, cleanup."}, []string{"operation"})
+	m.adminEntries = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sidecar_admin_entries_total",
+		Help: "Entries the admin API's operations changed: dead letters redriven or purged, consumers removed."}, []string{"operation"})
 	for _, c := range []prometheus.Collector{m.publishedVec, m.publishLatency, m.deliveries, m.attemptLatency, m.endToEnd, m.timeSkew,
 		m.lag, m.pending, m.oldestPending, m.dlqLength, m.spoolEvents, m.spoolBytes, m.spoolMaxBytes,
 		m.redisUp, m.redisLatency, m.redisUsedMemory, m.redisMaxMemory, m.fallbacks, m.trimmed, m.retentionHeld,
+		m.adminOps, m.adminEntries,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
 		f(c)
 	}
@@ -119,6 +126,13 @@ func (m *Metrics) RetentionHeld(topic, group string, entries int64) {
 		return
 	}
 	m.retentionHeld.WithLabelValues(topic, group).Set(float64(entries))
+}
+
+// AdminOperation counts one state change through the admin API and the
+// entries it changed.
+func (m *Metrics) AdminOperation(operation string, entries int) {
+	m.adminOps.WithLabelValues(operation).Inc()
+	m.adminEntries.WithLabelValues(operation).Add(float64(entries))
 }
 
 // Handler serves the registry in the Prometheus text format.

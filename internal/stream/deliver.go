@@ -20,6 +20,15 @@ import (
 // permanent. ctx stops retrying; dctx (ctx plus the grace period) bounds
 // the attempt in flight and the final XACK.
 func (s *Subscriber) process(ctx, dctx context.Context, j job, acks chan<- string) {
+	// A dead letter an operator sent back to one group: every other group
+	// has had it (or dead-lettered it itself) and acknowledges it unseen.
+	target, _ := j.values[FieldRedriveGroup].(string)
+	if target != "" && target != s.cfg.Group {
+		acks <- j.id
+		s.log.Debug().Str("stream_id", j.id).Str("redrive_group", target).Msg("redriven for another group; acknowledged without delivery")
+		return
+	}
+	redrive := target != ""
 	ev, err := event.FromValues(j.values)
 	if errors.Is(err, event.ErrNoData) {
 		// Trimmed or deleted before we got to it: nothing to deliver, and
@@ -34,7 +43,8 @@ func (s *Subscriber) process(ctx, dctx context.Context, j job, acks chan<- strin
 		s.deadLetter(dctx, j, nil, err, 0)
 		return
 	}
-	if s.cfg.Dedup != nil && s.cfg.Dedup.Delivered(dctx, ev) {
+	// A redrive is an operator's explicit "deliver again": never deduplicated.
+	if !redrive && s.cfg.Dedup != nil && s.cfg.Dedup.Delivered(dctx, ev) {
 		acks <- j.id
 		s.deduplicated.Add(1)
 		s.cfg.Observer.Attempt(s.cfg.Topic, s.cfg.Group, "deduplicated", 0)
@@ -59,7 +69,7 @@ func (s *Subscriber) process(ctx, dctx context.Context, j job, acks chan<- strin
 	began := time.Now()
 	for attempt := first; ; attempt++ {
 		start := time.Now()
-		err := s.h.Handle(dctx, Delivery{Topic: s.cfg.Topic, StreamID: j.id, Attempt: attempt, Event: ev})
+		err := s.h.Handle(dctx, Delivery{Topic: s.cfg.Topic, StreamID: j.id, Attempt: attempt, Event: ev, Redrive: redrive})
 		took := time.Since(start)
 		if err == nil {
 			acks <- j.id // acknowledged in batches by ackLoop
@@ -102,7 +112,13 @@ func (s *Subscriber) process(ctx, dctx context.Context, j job, acks chan<- strin
 		obs.Attempt(s.cfg.Topic, s.cfg.Group, "retried", took)
 		s.retried.Add(1)
 		s.log.Debug().Str("stream_id", j.id).Str("event_id", ev.ID).Err(err).Int("attempt", attempt).Dur("wait", wait).Msg("delivery failed; will retry")
-		if !backoff.Sleep(ctx, wait) {
+		if !s.sleepUnlessPaused(ctx, wait) {
+			if ctx.Err() == nil {
+				// Paused: no more attempts; it stays pending and is read
+				// again, attempts counting on, once the group is resumed.
+				s.setAside.Store(true)
+				s.log.Debug().Str("stream_id", j.id).Str("event_id", ev.ID).Int("attempt", attempt).Msg("paused; retrying after the resume")
+			}
 			return // stopping: stays pending, delivered again after restart
 		}
 	}
@@ -169,8 +185,8 @@ func (s *Subscriber) deadLetter(ctx context.Context, j job, ev *event.Event, cau
 			vals = append(vals, k, v)
 		}
 	}
-	vals = append(vals, "error", cause.Error(), "attempts", strconv.Itoa(attempts),
-		"group", s.cfg.Group, "original_id", j.id)
+	vals = append(vals, DLQFieldError, cause.Error(), DLQFieldAttempts, strconv.Itoa(attempts),
+		DLQFieldGroup, s.cfg.Group, DLQFieldOriginalID, j.id)
 	s.finish(ctx, func(ctx context.Context) error {
 		_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 			p.XAdd(ctx, &redis.XAddArgs{Stream: DLQKey(s.cfg.Topic), Values: vals, MaxLen: s.cfg.DLQMaxLen, Approx: s.cfg.DLQMaxLen > 0})

@@ -22,6 +22,9 @@ type Delivery struct {
 	StreamID string
 	Attempt  int // 1, 2, … within this sidecar's handling of the entry
 	Event    *event.Event
+	// Redrive is set for a dead letter an operator sent back to this
+	// group (the admin API's redrive): the receiver is told so.
+	Redrive bool
 }
 
 // Handler delivers one event. A nil error acknowledges it. An error is
@@ -53,6 +56,9 @@ type SubscriptionConfig struct {
 	Dedup Deduper
 	// Observer, when set, is told every attempt and delivery (metrics).
 	Observer Observer
+	// PauseCheck is how often the group's pause key is read; default
+	// PauseCheck (1s).
+	PauseCheck time.Duration
 }
 
 // Observer records delivery outcomes: delivered, retried, dead_lettered,
@@ -94,8 +100,13 @@ type Subscriber struct {
 	h   Handler
 	log zerolog.Logger
 
-	running     atomic.Bool
-	inflight    inflight
+	running  atomic.Bool
+	inflight inflight
+	pause    *pauseFlag
+	// setAside is set when a worker leaves an entry it was handed pending
+	// because the group was paused: the reader reads its own pending
+	// history again, in order, before anything new.
+	setAside    atomic.Bool
 	idleWorkers atomic.Int32
 	lastReload  atomic.Int64 // cluster slot-map refreshes, rate-limited
 
@@ -132,7 +143,10 @@ func NewSubscriber(rdb redis.UniversalClient, cfg SubscriptionConfig, h Handler,
 	if cfg.Observer == nil {
 		cfg.Observer = nopObserver{}
 	}
-	return &Subscriber{rdb: rdb, cfg: cfg, h: h, log: log, inflight: inflight{ids: map[string]struct{}{}}}
+	if cfg.PauseCheck <= 0 {
+		cfg.PauseCheck = PauseCheck
+	}
+	return &Subscriber{rdb: rdb, cfg: cfg, h: h, log: log, inflight: inflight{ids: map[string]struct{}{}}, pause: newPauseFlag()}
 }
 
 // SetDedup sets the Deduper; call before Run.
@@ -204,7 +218,14 @@ func (s *Subscriber) Run(ctx context.Context) error {
 				}
 				// Stopping: entries read ahead but not started stay pending
 				// for the next start; only deliveries under way finish.
-				if ctx.Err() == nil {
+				// Paused: likewise, until the group is resumed; and once one
+				// entry is set aside, every one behind it too, so the reader
+				// reads them again in order.
+				switch {
+				case ctx.Err() != nil:
+				case s.setAside.Load() || s.pause.isOn():
+					s.setAside.Store(true)
+				default:
 					s.process(ctx, dctx, j, acks)
 				}
 				s.inflight.remove(j.id)
@@ -215,6 +236,7 @@ func (s *Subscriber) Run(ctx context.Context) error {
 	keepaliveDone := make(chan struct{})
 	var keepalive sync.WaitGroup
 	keepalive.Go(func() { s.keepAlive(dctx, keepaliveDone) })
+	keepalive.Go(func() { s.watchPause(dctx, keepaliveDone) })
 
 	s.read(ctx, jobs, tokens)
 	close(jobs)
@@ -245,6 +267,7 @@ func (s *Subscriber) read(ctx context.Context, jobs chan<- job, tokens chan stru
 		claimCursor   = "0-0"
 		nextClaim     time.Time
 		claimEvery    = max(s.cfg.ClaimTimeout/2, time.Second)
+		paused        = false
 	)
 	fail := func(what string, err error) {
 		if ctx.Err() != nil {
@@ -278,6 +301,34 @@ func (s *Subscriber) read(ctx context.Context, jobs chan<- job, tokens chan stru
 			needGroup = false
 			pendingCursor = "0" // re-deliver what this consumer had read but not acknowledged
 		}
+		// An operator's pause: read and claim nothing until resumed. The
+		// key is read here when the watcher's view is stale (the first
+		// round), so a sidecar starting on a paused group reads nothing.
+		if s.pause.age() > s.cfg.PauseCheck*3/2 {
+			if err := s.refreshPause(ctx); err != nil {
+				fail("pause check", err)
+				continue
+			}
+		}
+		if s.pause.isOn() {
+			// Paused is healthy: readiness must not turn the replica away.
+			paused, failures = true, 0
+			s.running.Store(true)
+			if !s.waitUnpaused(ctx) {
+				return
+			}
+			continue
+		}
+		if paused || s.setAside.Load() {
+			// Entries handed out as the pause took hold were left pending:
+			// once every worker is done with them, read this consumer's
+			// pending history again, in order, before anything new.
+			if !drainWorkers(ctx, tokens) {
+				return
+			}
+			s.setAside.Store(false)
+			pendingCursor, paused = "0", false
+		}
 		n := acquire(ctx, tokens)
 		if n == 0 {
 			return
@@ -307,7 +358,9 @@ func (s *Subscriber) read(ctx context.Context, jobs chan<- job, tokens chan stru
 			}
 		default:
 			op = "xreadgroup"
-			block := s.cfg.Block
+			// A read begun before a pause took hold ends within PauseCheck
+			// (PauseSettle counts on it).
+			block := min(s.cfg.Block, s.cfg.PauseCheck)
 			if claimCursor != "0-0" {
 				// A claim scan is under way and waits only for a worker to be
 				// free: do not park on new entries for the full block.
@@ -338,6 +391,13 @@ func (s *Subscriber) read(ctx context.Context, jobs chan<- job, tokens chan stru
 		if len(msgs) > n {
 			// Redis honours COUNT; never hold more entries than there are tokens.
 			msgs = msgs[:n]
+		}
+		if len(msgs) > 0 && s.pause.isOn() {
+			// Paused while the read was blocked: the entries stay pending
+			// on this consumer and are read again after the resume.
+			s.setAside.Store(true)
+			release(tokens, n)
+			continue
 		}
 		var reads map[string]int64
 		if op != "xreadgroup" && len(msgs) > 0 {
