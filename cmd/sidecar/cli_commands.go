@@ -51,13 +51,7 @@ func (c *cliCmd) events(ctx context.Context, args []string) error {
 	if follow {
 		return c.follow(ctx, topic, *from, *limit, *every)
 	}
-	q := url.Values{}
-	if *from != "" {
-		q.Set("from", *from)
-	}
-	if *limit > 0 {
-		q.Set("limit", strconv.Itoa(*limit))
-	}
+	q := pageQuery(*from, *limit)
 	var page eventPage
 	raw, err := c.api.do(ctx, http.MethodGet, topicPath(topic, "events"), q, nil, &page)
 	if err != nil {
@@ -194,15 +188,9 @@ func (c *cliCmd) dlqList(ctx context.Context, args []string) error {
 		return done(err)
 	}
 	topic := pos[0]
-	q := url.Values{}
+	q := pageQuery(*from, *limit)
 	if *group != "" {
 		q.Set("group", *group)
-	}
-	if *from != "" {
-		q.Set("from", *from)
-	}
-	if *limit > 0 {
-		q.Set("limit", strconv.Itoa(*limit))
 	}
 	var page dlqPage
 	raw, err := c.api.do(ctx, http.MethodGet, topicPath(topic, "dlq"), q, nil, &page)
@@ -439,4 +427,16 @@ func (c *cliCmd) consumers(ctx context.Context, args []string) error {
 	}
 	c.printCleanup(ans, *idle)
 	return nil
+}
+
+// pageQuery is the from/limit query of a paged read (empty values left out).
+func pageQuery(from string, limit int) url.Values {
+	q := url.Values{}
+	if from != "" {
+		q.Set("from", from)
+	}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	return q
 }
