@@ -100,8 +100,8 @@ func (p *Publisher) Publish(ctx context.Context, topic string, ev *event.Event) 
 var publishOnceScript = redis.NewScript(`
 local prev = redis.call('GET', KEYS[2])
 if prev then
-  -- A write, so the WAIT after this replay covers the original: Redis 7.2+
-  -- moves a client's WAIT offset only on writes that propagate.
+  -- A write, so the WAIT after this replay covers the original: newer Redis
+  -- moves a client's WAIT offset only after a command that propagated.
   local ttl = redis.call('PTTL', KEYS[2])
   if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
   return {0, prev}
