@@ -129,14 +129,9 @@ func (h *hub) add(c *client, pattern bool, name string) {
 		set[name] = map[*client]struct{}{}
 	}
 	set[name][c] = struct{}{}
+	h.syncCovered(pattern, name)
 	if !pattern {
-		h.sync(name)
 		return
-	}
-	for t := range h.topics {
-		if match(name, t) {
-			h.sync(t)
-		}
 	}
 	select {
 	case h.wake <- struct{}{}:
@@ -156,6 +151,12 @@ func (h *hub) remove(c *client, pattern bool, name string) {
 	if len(set[name]) == 0 {
 		delete(set, name)
 	}
+	h.syncCovered(pattern, name)
+}
+
+// syncCovered syncs the topics a channel (itself) or a pattern (every
+// known topic it matches) covers; the caller holds h.mu.
+func (h *hub) syncCovered(pattern bool, name string) {
 	if !pattern {
 		h.sync(name)
 		return
