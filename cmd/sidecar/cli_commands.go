@@ -19,12 +19,8 @@ func (c *cliCmd) topics(ctx context.Context, args []string) error {
 		return done(err)
 	}
 	var ans topicsAnswer
-	raw, err := c.api.do(ctx, http.MethodGet, "/v1/topics", nil, nil, &ans)
-	if err != nil {
+	if printed, err := c.call(ctx, http.MethodGet, "/v1/topics", nil, nil, &ans); printed || err != nil {
 		return err
-	}
-	if c.asJSON {
-		return c.printJSON(raw)
 	}
 	c.printTopics(ans)
 	return nil
@@ -53,12 +49,8 @@ func (c *cliCmd) events(ctx context.Context, args []string) error {
 	}
 	q := pageQuery(*from, *limit)
 	var page eventPage
-	raw, err := c.api.do(ctx, http.MethodGet, topicPath(topic, "events"), q, nil, &page)
-	if err != nil {
+	if printed, err := c.call(ctx, http.MethodGet, topicPath(topic, "events"), q, nil, &page); printed || err != nil {
 		return err
-	}
-	if c.asJSON {
-		return c.printJSON(raw)
 	}
 	if len(page.Events) == 0 {
 		fmt.Fprintf(c.stdout, "no events in %s\n", topic)
@@ -193,12 +185,8 @@ func (c *cliCmd) dlqList(ctx context.Context, args []string) error {
 		q.Set("group", *group)
 	}
 	var page dlqPage
-	raw, err := c.api.do(ctx, http.MethodGet, topicPath(topic, "dlq"), q, nil, &page)
-	if err != nil {
+	if printed, err := c.call(ctx, http.MethodGet, topicPath(topic, "dlq"), q, nil, &page); printed || err != nil {
 		return err
-	}
-	if c.asJSON {
-		return c.printJSON(raw)
 	}
 	if len(page.Entries) == 0 {
 		fmt.Fprintf(c.stdout, "no dead letters in %s%s\n", topic, groupNote(*group))
@@ -310,12 +298,8 @@ func (c *cliCmd) dlqPurge(ctx context.Context, args []string) error {
 	var ans struct {
 		Purged flexInt `json:"purged"`
 	}
-	raw, err := c.api.do(ctx, http.MethodDelete, topicPath(topic, "dlq"), q, nil, &ans)
-	if err != nil {
+	if printed, err := c.call(ctx, http.MethodDelete, topicPath(topic, "dlq"), q, nil, &ans); printed || err != nil {
 		return err
-	}
-	if c.asJSON {
-		return c.printJSON(raw)
 	}
 	fmt.Fprintf(c.stdout, "purged %s %s of %s (group %s)\n", humanInt(int64(ans.Purged)), plural(int64(ans.Purged), "dead letter"), topic, *group)
 	return nil
@@ -342,12 +326,8 @@ func (c *cliCmd) seek(ctx context.Context, args []string) error {
 		From string `json:"from"`
 		To   string `json:"to"`
 	}
-	raw, err := c.api.do(ctx, http.MethodPost, subPath(topic, *group, "seek"), nil, map[string]string{"to": *to}, &ans)
-	if err != nil {
+	if printed, err := c.call(ctx, http.MethodPost, subPath(topic, *group, "seek"), nil, map[string]string{"to": *to}, &ans); printed || err != nil {
 		return err
-	}
-	if c.asJSON {
-		return c.printJSON(raw)
 	}
 	fmt.Fprintf(c.stdout, "%s/%s: last delivered id moved from %s to %s (entries already pending stay pending)\n", topic, *group, orDash(ans.From), orDash(ans.To))
 	return nil
@@ -369,12 +349,8 @@ func (c *cliCmd) pause(ctx context.Context, op string, args []string) error {
 	var ans struct {
 		Paused bool `json:"paused"`
 	}
-	raw, err := c.api.do(ctx, http.MethodPost, subPath(topic, *group, op), nil, nil, &ans)
-	if err != nil {
+	if printed, err := c.call(ctx, http.MethodPost, subPath(topic, *group, op), nil, nil, &ans); printed || err != nil {
 		return err
-	}
-	if c.asJSON {
-		return c.printJSON(raw)
 	}
 	if ans.Paused {
 		fmt.Fprintf(c.stdout, "%s/%s: paused (every replica stops reading; deliveries in flight finish)\n", topic, *group)
@@ -404,12 +380,8 @@ func (c *cliCmd) consumers(ctx context.Context, args []string) error {
 	topic := pos[0]
 	if !*cleanup {
 		var ans consumersAnswer
-		raw, err := c.api.do(ctx, http.MethodGet, subPath(topic, *group, "consumers"), nil, nil, &ans)
-		if err != nil {
+		if printed, err := c.call(ctx, http.MethodGet, subPath(topic, *group, "consumers"), nil, nil, &ans); printed || err != nil {
 			return err
-		}
-		if c.asJSON {
-			return c.printJSON(raw)
 		}
 		c.printConsumers(topic, *group, ans)
 		return nil
@@ -418,12 +390,8 @@ func (c *cliCmd) consumers(ctx context.Context, args []string) error {
 		*idle = "1h"
 	}
 	var ans cleanupAnswer
-	raw, err := c.api.do(ctx, http.MethodPost, subPath(topic, *group, "consumers/cleanup"), nil, map[string]string{"idle": *idle}, &ans)
-	if err != nil {
+	if printed, err := c.call(ctx, http.MethodPost, subPath(topic, *group, "consumers/cleanup"), nil, map[string]string{"idle": *idle}, &ans); printed || err != nil {
 		return err
-	}
-	if c.asJSON {
-		return c.printJSON(raw)
 	}
 	c.printCleanup(ans, *idle)
 	return nil
@@ -439,4 +407,15 @@ func pageQuery(from string, limit int) url.Values {
 		q.Set("limit", strconv.Itoa(limit))
 	}
 	return q
+}
+
+// call makes one API call, decoding the answer into out; with --json it
+// prints the answer as the API gave it and reports printed, so the caller
+// prints no table.
+func (c *cliCmd) call(ctx context.Context, method, path string, q url.Values, body, out any) (printed bool, err error) {
+	raw, err := c.api.do(ctx, method, path, q, body, out)
+	if err != nil || !c.asJSON {
+		return false, err
+	}
+	return true, c.printJSON(raw)
 }
