@@ -15,8 +15,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -82,10 +80,7 @@ type standIn struct {
 	dir    string // working directory, with data/ (the calendar's /health wants ./data)
 	log    *os.File
 
-	mu      sync.Mutex
-	cmd     *exec.Cmd
-	done    chan struct{}
-	started time.Time
+	child
 }
 
 // startStandIn runs examples/fogis/<script> with env (KEY=VALUE), serving
@@ -138,15 +133,7 @@ func (s *standIn) start(readyPath string) {
 	cmd := exec.Command(s.py.bin, s.script)
 	cmd.Dir = s.dir
 	cmd.Env = standInEnv(append(append([]string(nil), s.py.env...), s.env...)...)
-	cmd.Stdout, cmd.Stderr = s.log, s.log
-	if err := cmd.Start(); err != nil {
-		s.t.Fatal(err)
-	}
-	done := make(chan struct{})
-	s.mu.Lock()
-	s.cmd, s.done, s.started = cmd, done, time.Now()
-	s.mu.Unlock()
-	go func() { _ = cmd.Wait(); close(done) }()
+	done := s.launch(s.t, cmd, s.log)
 	if readyPath == "" {
 		return
 	}
@@ -159,19 +146,6 @@ func (s *standIn) start(readyPath string) {
 		code, _ := httpGet(s.base + readyPath)
 		return code == http.StatusOK
 	})
-}
-
-// kill SIGKILLs the process: for the calendar, its HTTP port and its Redis
-// connection go at once, as in a crash.
-func (s *standIn) kill() {
-	s.mu.Lock()
-	cmd, done := s.cmd, s.done
-	s.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	_ = cmd.Process.Signal(syscall.SIGKILL)
-	<-done
 }
 
 // restart starts the process again; env is added to (and overrides) its

@@ -61,10 +61,52 @@ type sidecar struct {
 	// spoolDir is this sidecar's own spool, kept across restarts.
 	spoolDir string
 
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
-	err  error
+	child
+}
+
+// child is a process a test runs (a sidecar, a FOGIS stand-in): its
+// command, a channel closed when it has exited, and how it exited.
+type child struct {
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	done    chan struct{}
+	err     error
+	started time.Time
+}
+
+// launch starts cmd with its output to log and returns the channel that
+// closes when it exits.
+func (p *child) launch(t *testing.T, cmd *exec.Cmd, log *os.File) chan struct{} {
+	t.Helper()
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	p.mu.Lock()
+	p.cmd, p.done, p.started = cmd, done, time.Now()
+	p.mu.Unlock()
+	go func() {
+		err := cmd.Wait()
+		p.mu.Lock()
+		p.err = err
+		p.mu.Unlock()
+		close(done)
+	}()
+	return done
+}
+
+// kill sends SIGKILL and waits for the process to go (a crash: its ports
+// and connections go at once).
+func (p *child) kill() {
+	p.mu.Lock()
+	cmd, done := p.cmd, p.done
+	p.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(syscall.SIGKILL)
+	<-done
 }
 
 // startSidecar runs the binary with env (KEY=VALUE) on a free port and
@@ -104,21 +146,7 @@ func (s *sidecar) start() {
 	s.t.Helper()
 	cmd := exec.Command(sidecarBin)
 	cmd.Env = s.env
-	cmd.Stdout, cmd.Stderr = s.log, s.log
-	if err := cmd.Start(); err != nil {
-		s.t.Fatal(err)
-	}
-	done := make(chan struct{})
-	s.mu.Lock()
-	s.cmd, s.done = cmd, done
-	s.mu.Unlock()
-	go func() {
-		err := cmd.Wait()
-		s.mu.Lock()
-		s.err = err
-		s.mu.Unlock()
-		close(done)
-	}()
+	done := s.launch(s.t, cmd, s.log)
 	eventually.True(s.t, 30*time.Second, s.name+" /healthz", func() bool {
 		select {
 		case <-done:
@@ -133,18 +161,6 @@ func (s *sidecar) start() {
 		resp.Body.Close()
 		return resp.StatusCode == 200
 	})
-}
-
-// kill sends SIGKILL and waits for the process to go.
-func (s *sidecar) kill() {
-	s.mu.Lock()
-	cmd, done := s.cmd, s.done
-	s.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	_ = cmd.Process.Signal(syscall.SIGKILL)
-	<-done
 }
 
 // term sends SIGTERM and returns the exit error (nil = exit 0) once the
