@@ -10,6 +10,7 @@ import (
 
 	"github.com/fogis-sidecar/sidecar/internal/eventually"
 	"github.com/fogis-sidecar/sidecar/internal/redistest"
+	"github.com/redis/go-redis/v9"
 )
 
 // A publish whose write reached the master but was not confirmed (no
@@ -20,15 +21,7 @@ import (
 // seed 2002: seven events refused on every attempt yet delivered, during a
 // master SIGSTOP with the publisher's spool disk full.
 func TestUncertainWriteTheSpoolCannotTakeIsAnUnknownOutcome(t *testing.T) {
-	master := redistest.StartProcess(t)
-	host, port, _ := strings.Cut(master.Addr, ":")
-	replica := redistest.StartProcessWith(t, 0, "--replicaof", host, port)
-	ctx := context.Background()
-	mc := master.Client(t)
-	eventually.True(t, 10*time.Second, "replica online", func() bool {
-		info, err := mc.Info(ctx, "replication").Result()
-		return err == nil && strings.Contains(info, "state=online")
-	})
+	master, replica, _ := startReplicated(t)
 	topic := redistest.UniqueTopic(t, "outcome")
 	rc := newReceiver(t)
 	sc := startSidecar(t, "calendar", "REDIS_URL="+master.URL, "SIDECAR_SERVICE=calendar",
@@ -60,16 +53,8 @@ func TestUncertainWriteTheSpoolCannotTakeIsAnUnknownOutcome(t *testing.T) {
 // never saw an online replica in its first seconds, acknowledged drained
 // events without WAIT, and the master it wrote to was then demoted.
 func TestFreshSidecarRequiresTheReplicaItHasNotSeenYet(t *testing.T) {
-	master := redistest.StartProcess(t)
-	host, port, _ := strings.Cut(master.Addr, ":")
-	replica := redistest.StartProcessWith(t, 0, "--replicaof", host, port)
+	master, replica, mc := startReplicated(t)
 	ctx := context.Background()
-	mc := master.Client(t)
-	online := func() bool {
-		info, err := mc.Info(ctx, "replication").Result()
-		return err == nil && strings.Contains(info, "state=online")
-	}
-	eventually.True(t, 10*time.Second, "replica online", online)
 	replica.Kill() // the master now lists no replica, but had one
 	eventually.True(t, 10*time.Second, "replica gone from the master's list", func() bool {
 		info, err := mc.Info(ctx, "replication").Result()
@@ -87,4 +72,19 @@ func TestFreshSidecarRequiresTheReplicaItHasNotSeenYet(t *testing.T) {
 	replica.Restart() // back, and syncing from the master
 	eventually.True(t, 20*time.Second, "the spooled event delivered once the replica is back", func() bool { return rc.count() >= 1 })
 	sc.mustPublish(topic, []byte(`{"n":2}`)) // replicated: acknowledged from the stream again
+}
+
+// startReplicated starts a master and its replica (plain redis-servers)
+// and waits until the master reports the replica online.
+func startReplicated(t *testing.T) (master, replica *redistest.Server, mc *redis.Client) {
+	t.Helper()
+	master = redistest.StartProcess(t)
+	host, port, _ := strings.Cut(master.Addr, ":")
+	replica = redistest.StartProcessWith(t, 0, "--replicaof", host, port)
+	mc = master.Client(t)
+	eventually.True(t, 10*time.Second, "replica online", func() bool {
+		info, err := mc.Info(context.Background(), "replication").Result()
+		return err == nil && strings.Contains(info, "state=online")
+	})
+	return master, replica, mc
 }
