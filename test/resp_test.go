@@ -37,24 +37,6 @@ func respClient(t *testing.T, addr string, proto int, password string) *goredis.
 	return c
 }
 
-// respSubscribe subscribes with one SUBSCRIBE per channel and waits for
-// each confirmation.
-func respSubscribe(t *testing.T, c *goredis.Client, channels ...string) *goredis.PubSub {
-	t.Helper()
-	ctx := context.Background()
-	ps := c.Subscribe(ctx)
-	t.Cleanup(func() { _ = ps.Close() })
-	for _, ch := range channels {
-		if err := ps.Subscribe(ctx, ch); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := ps.ReceiveTimeout(ctx, 5*time.Second); err != nil {
-			t.Fatalf("subscribe %s: %v", ch, err)
-		}
-	}
-	return ps
-}
-
 func respReceive(t *testing.T, ps *goredis.PubSub, n int) []string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -90,7 +72,7 @@ func TestRespFOGISShape(t *testing.T) {
 	pub := respClient(t, paddr, 3, "")
 	sub := respClient(t, caddr, 2, "")
 
-	ps := respSubscribe(t, sub, topic+".v2", topic+".v1", topic, topic+".status", topic+".alerts")
+	ps := redistest.Subscribe(t, sub, topic+".v2", topic+".v1", topic, topic+".status", topic+".alerts")
 	envelope := `{"message_id": "m-1", "type": "match_updates", "payload": {"matches": [{"matchid": 1}]}}`
 	respPublish(t, pub, topic, envelope)
 	if got := respReceive(t, ps, 1); got[0] != envelope {
@@ -102,7 +84,7 @@ func TestRespFOGISShape(t *testing.T) {
 	for _, m := range want {
 		respPublish(t, pub, topic, m)
 	}
-	ps = respSubscribe(t, sub, topic)
+	ps = redistest.Subscribe(t, sub, topic)
 	if got := respReceive(t, ps, 3); strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Fatalf("after reconnect: got %q, want %q", got, want)
 	}
@@ -174,7 +156,7 @@ func TestRespSigterm(t *testing.T) {
 	topic := redistest.UniqueTopic(t, "resp-term")
 	s, addr := respSidecar(t, "calendar", "REDIS_URL="+redis.URL, "SIDECAR_SERVICE=calendar")
 	sub := respClient(t, addr, 3, "")
-	ps := respSubscribe(t, sub, topic)
+	ps := redistest.Subscribe(t, sub, topic)
 	pub := respClient(t, addr, 3, "")
 	respPublish(t, pub, topic, "one")
 	respReceive(t, ps, 1)
@@ -192,7 +174,7 @@ func TestRespSigterm(t *testing.T) {
 		return err == nil
 	})
 	respPublish(t, respClient(t, addr, 3, ""), topic, "two")
-	ps2 := respSubscribe(t, respClient(t, addr, 3, ""), topic)
+	ps2 := redistest.Subscribe(t, respClient(t, addr, 3, ""), topic)
 	if got := respReceive(t, ps2, 1); got[0] != "two" {
 		t.Fatalf("after restart: got %q, want two", got[0])
 	}

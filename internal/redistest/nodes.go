@@ -6,6 +6,7 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -94,4 +95,23 @@ func Role(ctx context.Context, addr string) (role, master, state string) {
 		master = net.JoinHostPort(host, fmt.Sprint(port))
 	}
 	return role, master, state
+}
+
+// Subscribe opens a Pub/Sub on c with one SUBSCRIBE per channel (as the
+// FOGIS calendar sends them) and waits for each confirmation; it is closed
+// when the test ends.
+func Subscribe(t testing.TB, c *redis.Client, channels ...string) *redis.PubSub {
+	t.Helper()
+	ctx := context.Background()
+	ps := c.Subscribe(ctx)
+	t.Cleanup(func() { _ = ps.Close() })
+	for _, ch := range channels {
+		if err := ps.Subscribe(ctx, ch); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ps.ReceiveTimeout(ctx, 5*time.Second); err != nil {
+			t.Fatalf("subscribe %s: %v", ch, err)
+		}
+	}
+	return ps
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/fogis-sidecar/sidecar/internal/eventually"
+	"github.com/fogis-sidecar/sidecar/internal/redistest"
 )
 
 // receive reads n Pub/Sub messages, failing after d.
@@ -28,24 +29,6 @@ func receive(t *testing.T, ps *redis.PubSub, n int, d time.Duration) []*redis.Me
 	return got
 }
 
-// subscribe opens a go-redis Pub/Sub on channels and waits for the confirmations.
-func subscribe(t *testing.T, c *redis.Client, channels ...string) *redis.PubSub {
-	t.Helper()
-	ctx := context.Background()
-	ps := c.Subscribe(ctx)
-	t.Cleanup(func() { _ = ps.Close() })
-	// One SUBSCRIBE command per channel, as the FOGIS calendar sends them.
-	for _, ch := range channels {
-		if err := ps.Subscribe(ctx, ch); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := ps.ReceiveTimeout(ctx, 5*time.Second); err != nil {
-			t.Fatalf("subscribe %s: %v", ch, err)
-		}
-	}
-	return ps
-}
-
 // TestSubscribe: a subscriber receives what is published through the
 // ingress, in order, byte for byte, in RESP2 and RESP3.
 func TestSubscribe(t *testing.T) {
@@ -54,7 +37,7 @@ func TestSubscribe(t *testing.T) {
 	for _, proto := range []int{3, 2} {
 		t.Run(fmt.Sprintf("RESP%d", proto), func(t *testing.T) {
 			topic := newTopic(t, "sub")
-			ps := subscribe(t, f.client(t, proto, ""), topic)
+			ps := redistest.Subscribe(t, f.client(t, proto, ""), topic)
 			pub := f.client(t, proto, "")
 			want := []string{`{"type":"match_updates","payload":{"matches":[]}}`, "two", "\x00three\r\n"}
 			for _, m := range want {
@@ -88,7 +71,7 @@ func TestSubscriberAway(t *testing.T) {
 			topic := newTopic(t, "away")
 			pub := f.client(t, proto, "")
 			sc := f.client(t, proto, "")
-			ps := subscribe(t, sc, topic)
+			ps := redistest.Subscribe(t, sc, topic)
 			if err := pub.Publish(ctx, topic, "before").Err(); err != nil {
 				t.Fatal(err)
 			}
@@ -101,7 +84,7 @@ func TestSubscriberAway(t *testing.T) {
 					t.Fatalf("PUBLISH while away: got %d, %v; want 1", n, err)
 				}
 			}
-			ps = subscribe(t, sc, topic)
+			ps = redistest.Subscribe(t, sc, topic)
 			got := receive(t, ps, len(want), 10*time.Second)
 			for i, m := range got {
 				if m.Payload != want[i] {
@@ -129,7 +112,7 @@ func TestSubscribeMany(t *testing.T) {
 	pub := f.client(t, 3, "")
 
 	t.Run("five SUBSCRIBE commands on one connection", func(t *testing.T) {
-		ps := subscribe(t, f.client(t, 2, ""), chans...)
+		ps := redistest.Subscribe(t, f.client(t, 2, ""), chans...)
 		for _, ch := range chans {
 			if err := pub.Publish(ctx, ch, "to "+ch).Err(); err != nil {
 				t.Fatal(err)
@@ -147,8 +130,8 @@ func TestSubscribeMany(t *testing.T) {
 	})
 	t.Run("two connections on one channel", func(t *testing.T) {
 		topic := newTopic(t, "fanout")
-		a := subscribe(t, f.client(t, 3, ""), topic)
-		b := subscribe(t, f.client(t, 2, ""), topic)
+		a := redistest.Subscribe(t, f.client(t, 3, ""), topic)
+		b := redistest.Subscribe(t, f.client(t, 2, ""), topic)
 		if err := pub.Publish(ctx, topic, "both").Err(); err != nil {
 			t.Fatal(err)
 		}
@@ -217,7 +200,7 @@ func TestPingWhileSubscribed(t *testing.T) {
 	ctx := context.Background()
 	for _, proto := range []int{2, 3} {
 		t.Run(fmt.Sprintf("RESP%d", proto), func(t *testing.T) {
-			ps := subscribe(t, f.client(t, proto, ""), newTopic(t, "ping"))
+			ps := redistest.Subscribe(t, f.client(t, proto, ""), newTopic(t, "ping"))
 			if err := ps.Ping(ctx, "check"); err != nil {
 				t.Fatal(err)
 			}
