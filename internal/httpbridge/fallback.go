@@ -3,7 +3,6 @@ package httpbridge
 import (
 	"bytes"
 	"context"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"io"
@@ -190,16 +189,6 @@ func (a *api) inbox(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusAccepted, map[string]any{"id": ev.ID, "topic": topic, "deliveries": n})
-}
-
-// tokenMatches reports whether the request carries the API token (compared
-// in constant time); false when no token is set.
-func (a *api) tokenMatches(r *http.Request) bool {
-	if a.cfg.Token == "" {
-		return false
-	}
-	got, want := []byte(r.Header.Get("Authorization")), []byte("Bearer "+a.cfg.Token)
-	return subtle.ConstantTimeCompare(got, want) == 1
 }
 
 // verifyInbox checks the signature of a delivery to topic's inbox that the
