@@ -198,22 +198,15 @@ func (c *clusterSet) relaunch(ctx context.Context, addr string, args []string) (
 // stopNode SIGSTOPs a node; a master stopped past cluster-node-timeout
 // (1 s) is failed over, so the heal waits for the cluster to be healthy.
 func (c *clusterSet) stopNode(ctx context.Context, addr string) (string, healFunc, error) {
-	pid, err := signalNode(ctx, addr, syscall.SIGSTOP)
-	if err != nil {
-		return "", nil, err
-	}
-	return fmt.Sprintf("SIGSTOP %s (pid %d)", addr, pid), func(ctx context.Context) (string, error) {
-		if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
-			return "", fmt.Errorf("SIGCONT %d: %w", pid, err)
-		}
+	return stopNode(ctx, addr, func(ctx context.Context) (string, error) {
 		start := time.Now()
 		if err := c.waitHealthy(ctx, 30*time.Second); err != nil {
-			return "SIGCONT", err
+			return "", err
 		}
 		m0, _ := c.masterOf(ctx, topicKey(c.names[0]))
 		m1, _ := c.masterOf(ctx, topicKey(c.names[1]))
-		return fmt.Sprintf("SIGCONT, healthy in %v (masters now %s, %s)", time.Since(start).Round(time.Millisecond), m0, m1), nil
-	}, nil
+		return fmt.Sprintf("healthy in %v (masters now %s, %s)", time.Since(start).Round(time.Millisecond), m0, m1), nil
+	})
 }
 
 // waitHealthy waits until every node says cluster_state:ok and sees all

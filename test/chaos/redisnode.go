@@ -68,6 +68,26 @@ func signalNode(ctx context.Context, addr string, sig syscall.Signal) (int, erro
 	return pid, nil
 }
 
+// stopNode SIGSTOPs the redis-server at addr; its heal SIGCONTs it and
+// then waits with settled (the topology's own convergence), whose detail
+// follows "SIGCONT, " in the timeline.
+func stopNode(ctx context.Context, addr string, settled func(context.Context) (string, error)) (string, healFunc, error) {
+	pid, err := signalNode(ctx, addr, syscall.SIGSTOP)
+	if err != nil {
+		return "", nil, err
+	}
+	return fmt.Sprintf("SIGSTOP %s (pid %d)", addr, pid), func(ctx context.Context) (string, error) {
+		if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+			return "", fmt.Errorf("SIGCONT %d: %w", pid, err)
+		}
+		detail, err := settled(ctx)
+		if err != nil {
+			return "SIGCONT", err
+		}
+		return "SIGCONT, " + detail, nil
+	}, nil
+}
+
 // replicaOf returns the addresses of the replicas the master at addr lists
 // in INFO replication (online or not).
 func replicaOf(ctx context.Context, addr string) ([]string, error) {

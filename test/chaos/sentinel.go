@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -75,22 +74,14 @@ func (s *sentinelSet) faults() []faultKind {
 // stopNode SIGSTOPs a data node; a master stopped past the sentinels'
 // down-after (1 s) is failed over, so the heal waits for the set to settle.
 func (s *sentinelSet) stopNode(ctx context.Context, addr string) (string, healFunc, error) {
-	pid, err := signalNode(ctx, addr, syscall.SIGSTOP)
-	if err != nil {
-		return "", nil, err
-	}
-	return fmt.Sprintf("SIGSTOP %s (pid %d)", addr, pid), func(ctx context.Context) (string, error) {
-		if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
-			return "", fmt.Errorf("SIGCONT %d: %w", pid, err)
-		}
+	return stopNode(ctx, addr, func(ctx context.Context) (string, error) {
 		// A failover the stop set off may still be under way: WaitSettled
 		// takes the master's address once, so let the sentinels agree first.
 		if err := s.waitAgreed(ctx); err != nil {
-			return "SIGCONT", err
+			return "", err
 		}
-		detail, err := s.settle(ctx)
-		return "SIGCONT, " + detail, err
-	}, nil
+		return s.settle(ctx)
+	})
 }
 
 // waitAgreed waits until every sentinel names the same master, flags it
