@@ -275,31 +275,36 @@ func TestCloudEventsFallbackKeepsAttributes(t *testing.T) {
 	t.Logf("measured: the fallback delivery carried every attribute; the drained stream entry has fields %v", got)
 }
 
-// TestCloudEventsBatchIsRefused: a CloudEvents batch is not one event: 415
-// batch_not_supported, and nothing is written.
-func TestCloudEventsBatchIsRefused(t *testing.T) {
+// TestCloudEventsBatchFromTheSDK: a batch the CloudEvents SDK marshals is
+// a bulk publish: one receipt per event, in order, with the SDK's ids, and
+// exactly those events in the stream.
+func TestCloudEventsBatchFromTheSDK(t *testing.T) {
 	redis := redistest.StartProcess(t)
 	topic := redistest.UniqueTopic(t, "ce-batch")
 	pub := startSidecar(t, "processor", "REDIS_URL="+redis.URL, "SIDECAR_SERVICE=processor")
-	e1, e2 := sdkEvent(t, "b-1", []byte(`{}`)), sdkEvent(t, "b-2", []byte(`{}`))
+	e1, e2 := sdkEvent(t, "b-1", []byte(`{"n":1}`)), sdkEvent(t, "b-2", []byte(`{"n":2}`))
 	batch, err := json.Marshal([]cloudevents.Event{e1, e2})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, tc := range []struct{ name, ct string }{
-		{"batch", cloudevents.ApplicationCloudEventsBatchJSON},
-		{"batch with charset", cloudevents.ApplicationCloudEventsBatchJSON + "; charset=utf-8"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			code, r := pub.publish(topic, batch, "Content-Type", tc.ct, "ce-id", "batch-as-one", "ce-specversion", "1.0")
-			if code != http.StatusUnsupportedMediaType || r.Code != "batch_not_supported" || !strings.Contains(r.Error, "one by one") {
-				t.Fatalf("batch publish: got %d %+v, want 415 batch_not_supported saying to send events one by one", code, r)
-			}
-			t.Logf("refused: %s", r.Error)
-		})
-	}
-	if n := redis.Client(t).XLen(context.Background(), "sidecar:{"+topic+"}").Val(); n != 0 {
-		t.Fatalf("stream length: got %d, want 0", n)
+	for i, ct := range []string{cloudevents.ApplicationCloudEventsBatchJSON, cloudevents.ApplicationCloudEventsBatchJSON + "; charset=utf-8"} {
+		resp, err := http.Post(pub.url("/v1/publish/"+topic), ct, bytes.NewReader(batch))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got struct {
+			Events []receipt `json:"events"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&got)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusAccepted || len(got.Events) != 2 || got.Events[0].ID != "b-1" || got.Events[1].ID != "b-2" ||
+			got.Events[0].StreamID == "" || got.Events[1].StreamID == "" {
+			t.Fatalf("%s: got %d %+v (%v), want 202 with receipts for b-1, b-2", ct, resp.StatusCode, got, err)
+		}
+		msgs := redis.Client(t).XRange(context.Background(), "sidecar:{"+topic+"}", "-", "+").Val()
+		if len(msgs) != 2*(i+1) || msgs[2*i].Values["id"] != "b-1" || msgs[2*i+1].Values["data"] != `{"n":2}` {
+			t.Fatalf("%s: stream holds %v", ct, msgs)
+		}
 	}
 }
 

@@ -186,6 +186,8 @@ func serve(ctx context.Context, cfg *config.Config, logger zerolog.Logger) error
 	rel := relay.New(publisher, sp, cfg.PublishTimeout, relay.Options{
 		Rejected: stream.IsRejected, Uncertain: stream.IsUncertain, Observer: m,
 	}, component("relay"))
+	// Publishes of a partitioned topic go to the partition their key picks.
+	pub := stream.Partitioner{Next: rel, Partitions: cfg.Partitions}
 	readiness := health.NewReadiness(monitor, rel, runners)
 	statusSubs := make([]health.Subscription, len(subs))
 	for i, s := range subs {
@@ -229,7 +231,7 @@ func serve(ctx context.Context, cfg *config.Config, logger zerolog.Logger) error
 		Extra:    map[string]http.Handler{"/v1/status": status.Handler(), "/metrics": m.Handler()},
 		Upstream: cfg.UpstreamURL(),
 		Admin:    adminAPI, Console: console.Handler(),
-	}, rel, inboxer, readiness.Handler(), component("api"))
+	}, pub, inboxer, readiness.Handler(), component("api"))
 
 	// Bind before running, so a port conflict fails the start, not a goroutine.
 	ln, err := net.Listen("tcp", cfg.Listen)
@@ -254,7 +256,7 @@ func serve(ctx context.Context, cfg *config.Config, logger zerolog.Logger) error
 		if respSrv, err = resp.New(cfg.RespListen, resp.Config{
 			Service: cfg.Service, Token: cfg.APIToken, MaxMessage: int(cfg.MaxBody),
 			Grace: cfg.ShutdownGrace, Version: version, Reserved: reserved,
-		}, rel, feeds, component("resp")); err != nil {
+		}, pub, feeds, component("resp")); err != nil {
 			return fmt.Errorf("resp.listen: %w", err)
 		}
 	}
@@ -391,26 +393,45 @@ func newSubscriptions(cfg *config.Config, rdb redis.UniversalClient, secret []by
 		// Body applies to stream and inbox deliveries alike: both go through wh.
 		wh := &httpbridge.Webhook{URL: sc.URL, Timeout: sc.Timeout, Secret: secret, Body: httpbridge.Pointer(sc.Body),
 			Client: redriveDoer{newHTTPClient(sc.Concurrency)}, Group: sc.Group}
-		handler := stream.HandlerFunc(func(ctx context.Context, d stream.Delivery) error {
-			return wh.Deliver(withRedrive(ctx, d.Redrive), d.Topic, d.Attempt, d.Event)
-		})
+		handler := webhookHandler{wh}
 		policy := backoff.Policy{Initial: sc.Backoff.Initial, Max: sc.Backoff.Max}
-		log := component("subscriber").With().Str("topic", sc.Topic).Str("group", sc.Group).Logger()
-		subs = append(subs, stream.NewSubscriber(rdb, stream.SubscriptionConfig{
-			Topic: sc.Topic, Group: sc.Group, Consumer: cfg.Consumer,
-			StartLatest: sc.Start == config.StartLatest, Concurrency: sc.Concurrency,
-			RetryFor: sc.RetryFor, MaxAttempts: sc.MaxAttempts, Backoff: policy,
-			ClaimTimeout: cfg.ClaimTimeout, Grace: cfg.ShutdownGrace, DLQMaxLen: cfg.Retention.MaxLen, Observer: obs,
-		}, handler, log))
+		// A partitioned topic is read partition by partition, each its own
+		// stream and consumer group (of the same name).
+		for _, pt := range stream.PartitionTopics(sc.Topic, cfg.Partitions[sc.Topic]) {
+			log := component("subscriber").With().Str("topic", pt).Str("group", sc.Group).Logger()
+			subs = append(subs, stream.NewSubscriber(rdb, stream.SubscriptionConfig{
+				Topic: pt, Group: sc.Group, Consumer: cfg.Consumer,
+				StartLatest: sc.Start == config.StartLatest, Concurrency: sc.Concurrency,
+				ByKey: sc.Ordering == config.OrderingKey, BatchMax: sc.Batch.MaxEvents, BatchWait: sc.Batch.MaxWait,
+				RetryFor: sc.RetryFor, MaxAttempts: sc.MaxAttempts, Backoff: policy,
+				ClaimTimeout: cfg.ClaimTimeout, Grace: cfg.ShutdownGrace, DLQMaxLen: cfg.Retention.MaxLen, Observer: obs,
+			}, handler, log))
+		}
 		targets = append(targets, inbox.Target{
 			Key: sc.Topic + "/" + sc.Group, Topic: sc.Topic, Concurrency: sc.Concurrency,
 			RetryFor: sc.RetryFor, MaxAttempts: sc.MaxAttempts, Backoff: policy,
 			Deliver: func(ctx context.Context, attempt int, ev *event.Event) error {
+				if sc.Batch.MaxEvents > 0 {
+					// The webhook takes batches only: a batch of one.
+					return wh.DeliverBatch(ctx, sc.Topic, attempt, []*event.Event{ev})
+				}
 				return wh.Deliver(ctx, sc.Topic, attempt, ev)
 			},
 		})
 	}
 	return subs, targets
+}
+
+// webhookHandler delivers a subscription's events to its webhook, one by
+// one or (batched delivery) as CloudEvents batches.
+type webhookHandler struct{ wh *httpbridge.Webhook }
+
+func (h webhookHandler) Handle(ctx context.Context, d stream.Delivery) error {
+	return h.wh.Deliver(withRedrive(ctx, d.Redrive), d.Topic, d.Attempt, d.Event)
+}
+
+func (h webhookHandler) HandleBatch(ctx context.Context, b stream.Batch) error {
+	return h.wh.DeliverBatch(ctx, b.Topic, b.Attempt, b.Events)
 }
 
 // configuredTopics are the topics the configuration names: subscribed,

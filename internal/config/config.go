@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -52,6 +53,10 @@ type Config struct {
 	// Fallbacks maps a topic to a URL that /v1/publish events of that topic
 	// are also POSTed to while Redis is unavailable.
 	Fallbacks map[string]string
+	// Partitions maps a topic to its partition count (streams sidecar:{t},
+	// sidecar:{t#1}…); a topic not listed has one. Every sidecar of a
+	// topic must agree on it.
+	Partitions map[string]int
 }
 
 // Route makes the sidecar answer at an unmodified publisher's old URL:
@@ -97,7 +102,29 @@ type Subscription struct {
 	// Body is an RFC 6901 JSON Pointer (e.g. /payload): the webhook gets
 	// only that member of the JSON event; "" = the whole event data.
 	Body string
+	// Ordering is OrderingStream (default: with concurrency 1, strict
+	// stream order) or OrderingKey (events of one partition key never in
+	// flight together, in stream order; keys in parallel).
+	Ordering string
+	// Batch, when MaxEvents > 0, delivers events as CloudEvents batches.
+	Batch Batch
 }
+
+// Batch is a subscription's batched delivery: up to MaxEvents per POST,
+// waiting at most MaxWait after the first for more.
+type Batch struct {
+	MaxEvents int
+	MaxWait   time.Duration
+}
+
+// Ordering values, and partition and batch bounds.
+const (
+	OrderingStream = "stream"
+	OrderingKey    = "key"
+	MaxPartitions  = 1024
+	MaxBatchEvents = 1000
+	MaxBatchWait   = 10 * time.Second
+)
 
 // Backoff is a subscription's retry backoff.
 type Backoff struct {
@@ -213,8 +240,26 @@ func DefaultSubscription(topic, url string) Subscription {
 	return Subscription{
 		Topic: topic, URL: url, Start: StartEarliest,
 		Concurrency: DefaultConcurrency, Timeout: DefaultTimeout, RetryFor: DefaultRetryFor, MaxAttempts: DefaultMaxAttempts,
-		Backoff: Backoff{Initial: DefaultBackoffInitial, Max: DefaultBackoffMax},
+		Backoff: Backoff{Initial: DefaultBackoffInitial, Max: DefaultBackoffMax}, Ordering: OrderingStream,
 	}
+}
+
+// ParsePartitions parses the env short form "topic=N[,topic=N…]".
+func ParsePartitions(s string) (map[string]int, error) {
+	out := map[string]int{}
+	for i, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		topic, n, ok := strings.Cut(part, "=")
+		v, err := strconv.Atoi(strings.TrimSpace(n))
+		if !ok || err != nil {
+			return nil, fmt.Errorf("entry %d, %q, is not topic=partitions", i+1, part)
+		}
+		out[strings.TrimSpace(topic)] = v
+	}
+	return out, nil
 }
 
 // ParseSubscribe parses the env short form "topic=url[,topic=url…]".
@@ -372,6 +417,26 @@ func (c *Config) Validate() error {
 		}
 		if err := validatePointer(s.Body); err != nil {
 			bad(name+".body", "%v", err)
+		}
+		if !oneOf(s.Ordering, OrderingStream, OrderingKey) {
+			bad(name+".ordering", "%q is not stream or key", s.Ordering)
+		}
+		if s.Batch.MaxEvents < 0 || s.Batch.MaxEvents > MaxBatchEvents {
+			bad(name+".batch.max_events", "%d is not in 1..%d", s.Batch.MaxEvents, MaxBatchEvents)
+		}
+		if s.Batch.MaxWait < 0 || s.Batch.MaxWait > MaxBatchWait {
+			bad(name+".batch.max_wait", "%v is not in 0..%v", s.Batch.MaxWait, MaxBatchWait)
+		}
+		if s.Batch.MaxEvents > 0 && s.Body != "" {
+			bad(name+".batch", "cannot be combined with body (a batch carries whole CloudEvents)")
+		}
+	}
+	for topic, n := range c.Partitions {
+		if err := event.ValidateTopic(topic); err != nil {
+			bad("topics", "%v", err)
+		}
+		if n < 1 || n > MaxPartitions {
+			bad("topics."+topic+".partitions", "%d is not in 1..%d", n, MaxPartitions)
 		}
 	}
 	return errors.Join(errs...)

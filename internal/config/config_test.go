@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"flag"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -101,7 +102,7 @@ subscriptions:
 	s := c.Subscriptions[0]
 	want := Subscription{Topic: "match.updated", URL: "http://127.0.0.1:5003/manual-sync", Group: "calendar",
 		Start: "latest", Concurrency: 4, Timeout: 2 * time.Second, RetryFor: 90 * time.Minute, MaxAttempts: 3,
-		Backoff: Backoff{Initial: 10 * time.Millisecond, Max: time.Second}}
+		Backoff: Backoff{Initial: 10 * time.Millisecond, Max: time.Second}, Ordering: OrderingStream}
 	if s != want {
 		t.Fatalf("got %+v, want %+v", s, want)
 	}
@@ -252,5 +253,57 @@ func TestParseBytes(t *testing.T) {
 	}
 	if _, err := ParseBytes("lots"); err == nil {
 		t.Error("ParseBytes(lots): got nil error")
+	}
+}
+
+func TestPartitionsOrderingAndBatch(t *testing.T) {
+	file := writeFile(t, `
+topics:
+  orders: {partitions: 8}
+subscriptions:
+  - topic: orders
+    url: http://127.0.0.1:9000/hook
+    ordering: key
+    concurrency: 16
+    batch: {max_events: 50, max_wait: 20ms}
+  - topic: orders
+    url: http://127.0.0.1:9000/other
+    group: other
+    batch: {}
+`)
+	c, err := Load([]string{"--config", file}, envOf(nil), "h", io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Partitions["orders"] != 8 {
+		t.Fatalf("partitions: %v", c.Partitions)
+	}
+	s := c.Subscriptions[0]
+	if s.Ordering != OrderingKey || s.Concurrency != 16 || s.Batch != (Batch{MaxEvents: 50, MaxWait: 20 * time.Millisecond}) {
+		t.Fatalf("got %+v", s)
+	}
+	if b := c.Subscriptions[1].Batch; b != (Batch{MaxEvents: 100}) {
+		t.Fatalf("batch: {} should default to 100 events, no wait; got %+v", b)
+	}
+	c, err = Load([]string{"--config", file}, envOf(map[string]string{"SIDECAR_PARTITIONS": "orders=4, billing=2"}), "h", io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Partitions) != 2 || c.Partitions["orders"] != 4 || c.Partitions["billing"] != 2 {
+		t.Fatalf("env partitions: %v", c.Partitions)
+	}
+	for _, tc := range []struct{ yaml, want string }{
+		{"topics: {orders: {partitions: 0}}", "topics.orders.partitions"},
+		{"topics: {orders: {partitions: 2000}}", "topics.orders.partitions"},
+		{"subscriptions: [{topic: a, url: http://x/, ordering: random}]", "ordering"},
+		{"subscriptions: [{topic: a, url: http://x/, batch: {max_events: 0}}]", "max_events"},
+		{"subscriptions: [{topic: a, url: http://x/, batch: {max_events: 5000}}]", "max_events"},
+		{"subscriptions: [{topic: a, url: http://x/, batch: {max_wait: 1m}}]", "max_wait"},
+		{"subscriptions: [{topic: a, url: http://x/, batch: {}, body: /payload}]", "body"},
+	} {
+		_, err := Load([]string{"--config", writeFile(t, tc.yaml)}, envOf(nil), "h", io.Discard)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: got %v, want an error naming %s", tc.yaml, err, tc.want)
+		}
 	}
 }

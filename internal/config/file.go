@@ -60,6 +60,9 @@ type fileConfig struct {
 		} `yaml:"response"`
 	} `yaml:"routes"`
 	Fallbacks map[string]string `yaml:"fallbacks"`
+	Topics    map[string]struct {
+		Partitions *int `yaml:"partitions"`
+	} `yaml:"topics"`
 }
 
 type fileSubscription struct {
@@ -72,7 +75,12 @@ type fileSubscription struct {
 	RetryFor    *string `yaml:"retry_for"`
 	MaxAttempts *int    `yaml:"max_attempts"`
 	Body        string  `yaml:"body"`
-	Backoff     struct {
+	Ordering    string  `yaml:"ordering"`
+	Batch       *struct {
+		MaxEvents *int    `yaml:"max_events"`
+		MaxWait   *string `yaml:"max_wait"`
+	} `yaml:"batch"`
+	Backoff struct {
 		Initial *string `yaml:"initial"`
 		Max     *string `yaml:"max"`
 	} `yaml:"backoff"`
@@ -132,6 +140,15 @@ func applyFile(c *Config, path string, explicit map[string]bool) error {
 	if len(fc.Fallbacks) > 0 {
 		c.Fallbacks = fc.Fallbacks
 	}
+	for topic, t := range fc.Topics {
+		if t.Partitions == nil {
+			continue
+		}
+		if c.Partitions == nil {
+			c.Partitions = map[string]int{}
+		}
+		c.Partitions[topic] = *t.Partitions
+	}
 	for i, fs := range fc.Subscriptions {
 		sub, err := fs.toSubscription()
 		if err != nil {
@@ -148,6 +165,25 @@ func (fs fileSubscription) toSubscription() (Subscription, error) {
 	s.Body = fs.Body
 	if fs.Start != "" {
 		s.Start = fs.Start
+	}
+	if fs.Ordering != "" {
+		s.Ordering = fs.Ordering
+	}
+	if b := fs.Batch; b != nil {
+		s.Batch.MaxEvents = 100
+		if b.MaxEvents != nil {
+			s.Batch.MaxEvents = *b.MaxEvents
+			if s.Batch.MaxEvents < 1 {
+				return s, fmt.Errorf("batch.max_events: %d is not in 1..%d", s.Batch.MaxEvents, MaxBatchEvents)
+			}
+		}
+		if b.MaxWait != nil {
+			d, err := time.ParseDuration(*b.MaxWait)
+			if err != nil {
+				return s, fmt.Errorf("batch.max_wait: %q is not a duration", *b.MaxWait)
+			}
+			s.Batch.MaxWait = d
+		}
 	}
 	if fs.Concurrency != nil {
 		s.Concurrency = *fs.Concurrency

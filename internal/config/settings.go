@@ -70,6 +70,15 @@ var settings = []setting{
 			c.Subscriptions = subs
 			return nil
 		}},
+	{key: "partitions", env: "SIDECAR_PARTITIONS", yaml: "topics", help: "partitioned topics, short form topic=N[,topic=N…]; replaces the file's topics.<t>.partitions",
+		apply: func(c *Config, v string) error {
+			p, err := ParsePartitions(v)
+			if err != nil {
+				return err
+			}
+			c.Partitions = p
+			return nil
+		}},
 	{key: "consumer", env: "SIDECAR_CONSUMER", yaml: "consumer", def: "hostname", help: "this replica's consumer name; must differ between replicas of one service",
 		apply: str(func(c *Config) *string { return &c.Consumer })},
 	{key: "spool-dir", env: "SIDECAR_SPOOL_DIR", yaml: "spool.dir", def: "./data/spool", help: "durable local buffer for outages",
@@ -224,6 +233,12 @@ Subscriptions in YAML (all keys but topic and url optional):
       max_attempts: 0          # 0 = no count limit (retry_for decides)
       backoff: {initial: 500ms, max: 1m}
       body: /payload           # JSON Pointer: deliver only this member of a JSON event (default: the whole event)
+      ordering: stream         # stream | key: with key, events of one partition key are never in flight together
+      batch: {max_events: 100, max_wait: 50ms}  # deliver as CloudEvents batches (application/cloudevents-batch+json)
+
+Partitioned topics (YAML; env SIDECAR_PARTITIONS=orders=8):
+  topics:
+    orders: {partitions: 8}    # streams sidecar:{orders}, sidecar:{orders#1}..#7; Partition-Key header picks one
 `)
 	return b.String()
 }

@@ -114,6 +114,10 @@ func NewAPI(cfg APIConfig, pub Publisher, inbox Inbox, health http.Handler, log 
 		r.Use(a.authenticate)
 		r.Post("/v1/publish/{topic}", func(w http.ResponseWriter, r *http.Request) {
 			topic := chi.URLParam(r, "topic")
+			if isBulk(r) {
+				a.publishBulk(w, r, topic)
+				return
+			}
 			a.publish(w, r, topic, a.cfg.Fallbacks[topic], nil)
 		})
 		for path, h := range cfg.Extra {
@@ -248,8 +252,9 @@ func writeRouteResponse(w http.ResponseWriter, reply *RouteResponse, rc publishR
 // the body as data with attributes from ce-* headers (binary mode).
 func (a *api) readEvent(w http.ResponseWriter, r *http.Request, topic string) (*event.Event, int, string, error) {
 	if event.IsCloudEventsBatch(r.Header.Get("Content-Type")) {
-		return nil, http.StatusUnsupportedMediaType, "batch_not_supported", errors.New("batch publish (" + event.CloudEventsBatchContentType +
-			") is not supported yet; send the events one by one, one request each (application/cloudevents+json, or binary mode with ce-* headers)")
+		// Only /v1/publish takes batches; a route answers for one event.
+		return nil, http.StatusUnsupportedMediaType, "batch_not_supported", errors.New("a route publishes one event per request; POST a batch (" + event.CloudEventsBatchContentType +
+			" or " + NDJSONContentType + ") to /v1/publish/{topic}")
 	}
 	body, err := readBody(w, r, a.cfg.MaxBody)
 	if err != nil {
@@ -295,6 +300,9 @@ func (a *api) readEvent(w http.ResponseWriter, r *http.Request, topic string) (*
 			}
 			*h.dst = v
 		}
+	}
+	if err := readPartitionKey(r, ev); err != nil {
+		return nil, http.StatusBadRequest, "invalid_header", err
 	}
 	if ev.TraceState = traceState(r.Header); ev.TraceState != "" {
 		if err := event.ValidateTraceHeader("tracestate", ev.TraceState); err != nil {

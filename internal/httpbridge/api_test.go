@@ -283,8 +283,8 @@ func TestPublishCloudEventRefusals(t *testing.T) {
 		{"tracestate not ASCII", [][2]string{{"tracestate", "a=ö"}}, "x", 400, "invalid_header", "tracestate must be ASCII"},
 		{"structured specversion 9.9", [][2]string{{"Content-Type", "application/cloudevents+json"}}, `{"specversion":"9.9","id":"e","type":"t"}`, 400, "malformed_cloudevent", "not supported"},
 		{"structured invalid UTF-8 id", [][2]string{{"Content-Type", "application/cloudevents+json"}}, "{\"specversion\":\"1.0\",\"id\":\"\xff\",\"type\":\"t\"}", 400, "malformed_cloudevent", "not valid UTF-8"},
-		{"batch", [][2]string{{"Content-Type", "application/cloudevents-batch+json"}}, `[{"specversion":"1.0","id":"e","type":"t"}]`, 415, "batch_not_supported", "send the events one by one"},
-		{"batch with binary headers", append(ce(), [2]string{"Content-Type", "application/cloudevents-batch+json; charset=utf-8"}), `[]`, 415, "batch_not_supported", "not supported yet"},
+		{"batch to a publisher without bulk", [][2]string{{"Content-Type", "application/cloudevents-batch+json"}}, `[{"specversion":"1.0","id":"e","type":"t"}]`, 415, "batch_not_supported", "cannot publish in bulk"},
+		{"ndjson to a publisher without bulk", append(ce(), [2]string{"Content-Type", "application/x-ndjson; charset=utf-8"}), `{}`, 415, "batch_not_supported", "cannot publish in bulk"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			pub := &fakePublisher{}

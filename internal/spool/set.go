@@ -64,7 +64,7 @@ func OpenSet(dir string, opts Options, log zerolog.Logger) (*Set, error) {
 		return nil, fmt.Errorf("spool dir: %w", err)
 	}
 	for _, e := range entries {
-		if !e.IsDir() || event.ValidateTopic(e.Name()) != nil {
+		if !e.IsDir() || event.ValidateStreamTopic(e.Name()) != nil {
 			continue
 		}
 		sp, err := s.openTopic(e.Name())
@@ -170,7 +170,7 @@ func (s *Set) append(topic string, ev *event.Event, flags byte, bounded bool) er
 	}
 	sp := s.topics[topic]
 	if sp == nil {
-		if err := event.ValidateTopic(topic); err != nil {
+		if err := event.ValidateStreamTopic(topic); err != nil {
 			s.mu.Unlock()
 			return err
 		}

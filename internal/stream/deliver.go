@@ -20,73 +20,136 @@ import (
 // permanent. ctx stops retrying; dctx (ctx plus the grace period) bounds
 // the attempt in flight and the final XACK.
 func (s *Subscriber) process(ctx, dctx context.Context, j job, acks chan<- string) {
+	ev, redrive, first, ok := s.prepare(dctx, j, acks)
+	if !ok {
+		return
+	}
+	s.retry(ctx, dctx, first, ev.ID, func(attempt int) error {
+		return s.h.Handle(dctx, Delivery{Topic: s.topic, StreamID: j.id, Attempt: attempt, Event: ev, Redrive: redrive})
+	}, func(took time.Duration, attempt int) {
+		acks <- j.id // acknowledged in batches by ackLoop
+		s.delivered1(j.id, ev, took, attempt)
+	}, func(err error, attempt int) {
+		s.deadLetter(dctx, []job{j}, []*event.Event{ev}, err, attempt)
+	})
+}
+
+// processBatch delivers entries as one batch (BatchHandler), retrying
+// and dead-lettering the batch as a whole. Entries that need no delivery
+// (another group's redrive, gone, already delivered, unreadable) are
+// settled on their own first; a redrive to this group is delivered alone,
+// in its place, so the batch around it keeps stream order.
+func (s *Subscriber) processBatch(ctx, dctx context.Context, js []job, acks chan<- string) {
+	var (
+		batch []job
+		evs   []*event.Event
+		first = 1
+	)
+	flush := func() {
+		if len(batch) == 0 {
+			return
+		}
+		b, bevs := batch, evs
+		batch, evs = nil, nil
+		s.retry(ctx, dctx, first, bevs[0].ID, func(attempt int) error {
+			return s.h.(BatchHandler).HandleBatch(dctx, Batch{Topic: s.topic, Attempt: attempt, Events: bevs})
+		}, func(took time.Duration, attempt int) {
+			for i, j := range b {
+				acks <- j.id
+				s.delivered1(j.id, bevs[i], took, attempt)
+			}
+		}, func(err error, attempt int) {
+			s.deadLetter(dctx, b, bevs, err, attempt)
+		})
+		first = 1
+	}
+	for _, j := range js {
+		if target, _ := j.values[FieldRedriveGroup].(string); target == s.cfg.Group {
+			flush()
+			if ctx.Err() != nil {
+				return
+			}
+			s.process(ctx, dctx, j, acks)
+			continue
+		}
+		ev, _, f, ok := s.prepare(dctx, j, acks)
+		if !ok {
+			continue
+		}
+		batch, evs, first = append(batch, j), append(evs, ev), max(first, f)
+	}
+	flush()
+}
+
+// prepare settles an entry that needs no delivery — redriven for another
+// group, gone from the stream, already delivered through the inbox,
+// unreadable, or read too often — and reports ok=false then; else it
+// returns the event, whether it is a redrive to this group, and the
+// attempt number to start at.
+func (s *Subscriber) prepare(dctx context.Context, j job, acks chan<- string) (ev *event.Event, redrive bool, first int, ok bool) {
 	// A dead letter an operator sent back to one group: every other group
 	// has had it (or dead-lettered it itself) and acknowledges it unseen.
 	target, _ := j.values[FieldRedriveGroup].(string)
 	if target != "" && target != s.cfg.Group {
 		acks <- j.id
 		s.log.Debug().Str("stream_id", j.id).Str("redrive_group", target).Msg("redriven for another group; acknowledged without delivery")
-		return
+		return nil, false, 0, false
 	}
-	redrive := target != ""
+	redrive = target != ""
 	ev, err := event.FromValues(j.values)
 	if errors.Is(err, event.ErrNoData) {
 		// Trimmed or deleted before we got to it: nothing to deliver, and
 		// retrying would never succeed. Acknowledge and count it.
 		s.gone.Add(1)
-		s.cfg.Observer.Attempt(s.cfg.Topic, s.cfg.Group, "gone", 0)
+		s.cfg.Observer.Attempt(s.topic, s.cfg.Group, "gone", 0)
 		s.log.Warn().Str("stream_id", j.id).Msg("pending entry no longer in the stream; acknowledged without delivery")
 		acks <- j.id
-		return
+		return nil, false, 0, false
 	}
 	if err != nil {
-		s.deadLetter(dctx, j, nil, err, 0)
-		return
+		s.deadLetter(dctx, []job{j}, nil, err, 0)
+		return nil, false, 0, false
 	}
 	// A redrive is an operator's explicit "deliver again": never deduplicated.
 	if !redrive && s.cfg.Dedup != nil && s.cfg.Dedup.Delivered(dctx, ev) {
 		acks <- j.id
 		s.deduplicated.Add(1)
-		s.cfg.Observer.Attempt(s.cfg.Topic, s.cfg.Group, "deduplicated", 0)
+		s.cfg.Observer.Attempt(s.topic, s.cfg.Group, "deduplicated", 0)
 		s.log.Debug().Str("stream_id", j.id).Str("event_id", ev.ID).Msg("already delivered through the inbox; acknowledged")
-		return
+		return nil, false, 0, false
 	}
-	obs := s.cfg.Observer
 	// An entry read before (by a process that died mid-delivery, or claimed
 	// from another replica) continues its attempt count, at least one
 	// attempt per earlier read.
-	first := int(max(j.reads, 1))
+	first = int(max(j.reads, 1))
 	if s.cfg.MaxAttempts > 0 && first > s.cfg.MaxAttempts {
 		cause := fmt.Errorf("read %d times without being acknowledged (max_attempts %d): its deliveries keep being interrupted", j.reads, s.cfg.MaxAttempts)
-		obs.Attempt(s.cfg.Topic, s.cfg.Group, "dead_lettered", 0)
+		s.cfg.Observer.Attempt(s.topic, s.cfg.Group, "dead_lettered", 0)
 		s.setLastError(cause)
-		s.deadLetter(dctx, j, ev, cause, int(j.reads)-1)
-		return
+		s.deadLetter(dctx, []job{j}, []*event.Event{ev}, cause, int(j.reads)-1)
+		return nil, false, 0, false
 	}
+	return ev, redrive, first, true
+}
+
+// retry makes attempts from first on until one succeeds (delivered is
+// called), the failure is permanent or the retry horizon passes (dead is
+// called), or it stops (ctx done, or paused: the entries stay pending).
+// what names the attempt in debug logs (an event id).
+func (s *Subscriber) retry(ctx, dctx context.Context, first int, what string, try func(attempt int) error,
+	delivered func(took time.Duration, attempt int), dead func(err error, attempt int)) {
+	obs := s.cfg.Observer
 	// The retry horizon runs from the first attempt this process makes: a
 	// restart starts it afresh, which can only mean more retrying, never an
 	// early dead letter.
 	began := time.Now()
 	for attempt := first; ; attempt++ {
 		start := time.Now()
-		err := s.h.Handle(dctx, Delivery{Topic: s.cfg.Topic, StreamID: j.id, Attempt: attempt, Event: ev, Redrive: redrive})
+		err := try(attempt)
 		took := time.Since(start)
 		if err == nil {
-			acks <- j.id // acknowledged in batches by ackLoop
-			obs.Attempt(s.cfg.Topic, s.cfg.Group, "delivered", took)
-			// End to end from the entry's arrival in the stream (its id's
-			// milliseconds), not from the event's time, which a publisher
-			// may set anywhere; the event's time only if the id is not Redis's.
-			since := ev.Time
-			if ms, err := strconv.ParseInt(j.id[:max(strings.IndexByte(j.id, '-'), 0)], 10, 64); err == nil && ms > 0 {
-				since = time.UnixMilli(ms)
-			}
-			obs.Delivered(s.cfg.Topic, s.cfg.Group, since)
-			s.delivered.Add(1)
-			s.mu.Lock()
-			s.lastDelivery = time.Now()
-			s.mu.Unlock()
-			s.log.Debug().Str("stream_id", j.id).Str("event_id", ev.ID).Int("attempt", attempt).Msg("delivered")
+			obs.Attempt(s.topic, s.cfg.Group, "delivered", took)
+			delivered(took, attempt)
 			return
 		}
 		if dctx.Err() != nil {
@@ -102,26 +165,43 @@ func (s *Subscriber) process(ctx, dctx context.Context, j job, acks chan<- strin
 			if !backoff.Permanent(err) {
 				err = fmt.Errorf("%w (gave up after %d attempts over %v: %s)", err, attempt, elapsed.Round(time.Millisecond), s.horizon())
 			}
-			obs.Attempt(s.cfg.Topic, s.cfg.Group, "dead_lettered", took)
-			s.deadLetter(dctx, j, ev, err, attempt)
+			obs.Attempt(s.topic, s.cfg.Group, "dead_lettered", took)
+			dead(err, attempt)
 			return
 		}
 		if s.cfg.RetryFor > 0 && elapsed+wait > s.cfg.RetryFor {
 			wait = s.cfg.RetryFor - elapsed // the last try comes at the horizon, not before it
 		}
-		obs.Attempt(s.cfg.Topic, s.cfg.Group, "retried", took)
+		obs.Attempt(s.topic, s.cfg.Group, "retried", took)
 		s.retried.Add(1)
-		s.log.Debug().Str("stream_id", j.id).Str("event_id", ev.ID).Err(err).Int("attempt", attempt).Dur("wait", wait).Msg("delivery failed; will retry")
+		s.log.Debug().Str("event_id", what).Err(err).Int("attempt", attempt).Dur("wait", wait).Msg("delivery failed; will retry")
 		if !s.sleepUnlessPaused(ctx, wait) {
 			if ctx.Err() == nil {
 				// Paused: no more attempts; it stays pending and is read
 				// again, attempts counting on, once the group is resumed.
 				s.setAside.Store(true)
-				s.log.Debug().Str("stream_id", j.id).Str("event_id", ev.ID).Int("attempt", attempt).Msg("paused; retrying after the resume")
+				s.log.Debug().Str("event_id", what).Int("attempt", attempt).Msg("paused; retrying after the resume")
 			}
 			return // stopping: stays pending, delivered again after restart
 		}
 	}
+}
+
+// delivered1 records one delivered entry (its acknowledgement is queued).
+func (s *Subscriber) delivered1(id string, ev *event.Event, took time.Duration, attempt int) {
+	// End to end from the entry's arrival in the stream (its id's
+	// milliseconds), not from the event's time, which a publisher may set
+	// anywhere; the event's time only if the id is not Redis's.
+	since := ev.Time
+	if ms, err := strconv.ParseInt(id[:max(strings.IndexByte(id, '-'), 0)], 10, 64); err == nil && ms > 0 {
+		since = time.UnixMilli(ms)
+	}
+	s.cfg.Observer.Delivered(s.topic, s.cfg.Group, since)
+	s.delivered.Add(1)
+	s.mu.Lock()
+	s.lastDelivery = time.Now()
+	s.mu.Unlock()
+	s.log.Debug().Str("stream_id", id).Str("event_id", ev.ID).Int("attempt", attempt).Dur("took", took).Msg("delivered")
 }
 
 // exhausted reports whether an entry that failed its attempt-th try,
@@ -174,34 +254,44 @@ func (s *Subscriber) ackLoop(ctx context.Context, acks <-chan string) {
 	}
 }
 
-// deadLetter writes the entry to the topic's DLQ stream and acknowledges it,
-// in one transaction (both keys share the topic's hash slot).
-func (s *Subscriber) deadLetter(ctx context.Context, j job, ev *event.Event, cause error, attempts int) {
-	var vals []any
-	if ev != nil {
-		vals = ev.Values()
-	} else {
-		for k, v := range j.values {
-			vals = append(vals, k, v)
+// deadLetter writes entries to the topic's DLQ stream (one DLQ entry
+// each, with its own event) and acknowledges them, in one transaction
+// (both keys share the stream's hash slot). evs[i] is js[i]'s event, or
+// evs is nil when the entry could not be decoded (its raw fields go).
+func (s *Subscriber) deadLetter(ctx context.Context, js []job, evs []*event.Event, cause error, attempts int) {
+	vals := make([][]any, len(js))
+	ids := make([]string, len(js))
+	for i, j := range js {
+		if evs != nil {
+			vals[i] = evs[i].Values()
+		} else {
+			for k, v := range j.values {
+				vals[i] = append(vals[i], k, v)
+			}
 		}
+		vals[i] = append(vals[i], DLQFieldError, cause.Error(), DLQFieldAttempts, strconv.Itoa(attempts),
+			DLQFieldGroup, s.cfg.Group, DLQFieldOriginalID, j.id)
+		ids[i] = j.id
 	}
-	vals = append(vals, DLQFieldError, cause.Error(), DLQFieldAttempts, strconv.Itoa(attempts),
-		DLQFieldGroup, s.cfg.Group, DLQFieldOriginalID, j.id)
 	s.finish(ctx, func(ctx context.Context) error {
 		_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-			p.XAdd(ctx, &redis.XAddArgs{Stream: DLQKey(s.cfg.Topic), Values: vals, MaxLen: s.cfg.DLQMaxLen, Approx: s.cfg.DLQMaxLen > 0})
-			p.XAck(ctx, Key(s.cfg.Topic), s.cfg.Group, j.id)
+			for _, v := range vals {
+				p.XAdd(ctx, &redis.XAddArgs{Stream: DLQKey(s.cfg.Topic), Values: v, MaxLen: s.cfg.DLQMaxLen, Approx: s.cfg.DLQMaxLen > 0})
+			}
+			p.XAck(ctx, Key(s.cfg.Topic), s.cfg.Group, ids...)
 			return nil
 		})
 		return err
 	})
-	s.deadLettered.Add(1)
-	evID := ""
-	if ev != nil {
-		evID = ev.ID
+	s.deadLettered.Add(uint64(len(js)))
+	for i, j := range js {
+		evID := ""
+		if evs != nil {
+			evID = evs[i].ID
+		}
+		s.log.Warn().Str("stream_id", j.id).Str("event_id", evID).Int("attempts", attempts).Int("batch", len(js)).
+			Str("error", cause.Error()).Msg("dead-lettered")
 	}
-	s.log.Warn().Str("stream_id", j.id).Str("event_id", evID).Int("attempts", attempts).
-		Str("error", cause.Error()).Msg("dead-lettered")
 }
 
 // finish runs a closing write (XACK, DLQ) until it succeeds or ctx ends.

@@ -345,10 +345,7 @@ func (p *Publisher) findRecent(ctx context.Context, topic, eventID string) (stri
 }
 
 func (p *Publisher) publishOnce(ctx context.Context, topic string, ev *event.Event, key string) (event.Receipt, error) {
-	vals := ev.Values()
-	argv := make([]any, 0, 2+len(vals))
-	argv = append(argv, p.opts.IdempotencyTTL.Milliseconds(), ev.ID)
-	argv = append(argv, vals...)
+	argv := onceArgs(p, ev)
 	keys := []string{Key(topic), idemKey(topic, key)}
 	c, err := p.node(ctx, Key(topic))
 	if err != nil {
@@ -358,19 +355,11 @@ func (p *Publisher) publishOnce(ctx context.Context, topic string, ev *event.Eve
 	if err != nil {
 		return event.Receipt{}, fmt.Errorf("idempotent xadd %s: %w", Key(topic), err)
 	}
-	if len(res) != 2 {
-		return event.Receipt{}, fmt.Errorf("idempotent xadd %s: unexpected reply %v", Key(topic), res)
+	rc, err := onceReceipt(topic, res)
+	if err == nil && rc.Duplicate {
+		p.log.Debug().Str("topic", topic).Str("event_id", rc.ID).Msg("idempotent replay")
 	}
-	fresh, _ := res[0].(int64)
-	val, _ := res[1].(string)
-	id, sid, ok := strings.Cut(val, " ")
-	if !ok {
-		return event.Receipt{}, fmt.Errorf("idempotent xadd %s: unexpected stored result %q", Key(topic), val)
-	}
-	if fresh == 0 {
-		p.log.Debug().Str("topic", topic).Str("event_id", id).Msg("idempotent replay")
-	}
-	return event.Receipt{ID: id, Topic: topic, StreamID: sid, Duplicate: fresh == 0}, nil
+	return rc, err
 }
 
 // runReplicated runs a script and, when replicas are required, WAITs for

@@ -41,6 +41,15 @@ type SubscriptionConfig struct {
 	Consumer    string
 	StartLatest bool // where a new group starts: "$" instead of "0"
 	Concurrency int  // deliveries in flight; 1 = stream order
+	// ByKey: entries are handed to workers by partition key (hash), so
+	// two entries of one key are never in flight together and each key's
+	// entries are delivered in stream order; keys go in parallel.
+	ByKey bool
+	// BatchMax > 0 delivers up to BatchMax entries per call of the
+	// handler's HandleBatch (it must be a BatchHandler), waiting at most
+	// BatchWait after the first entry for more.
+	BatchMax  int
+	BatchWait time.Duration
 	// RetryFor is how long retriable failures of one entry are retried,
 	// from its first attempt in this process; then it is dead-lettered.
 	// 0 = forever (until MaxAttempts, if set).
@@ -59,6 +68,20 @@ type SubscriptionConfig struct {
 	// PauseCheck is how often the group's pause key is read; default
 	// PauseCheck (1s).
 	PauseCheck time.Duration
+}
+
+// BatchHandler delivers several events in one call (batched delivery); a
+// nil error acknowledges them all, an error is classified as for Handler
+// and applies to the whole batch.
+type BatchHandler interface {
+	HandleBatch(ctx context.Context, b Batch) error
+}
+
+// Batch is one attempt to hand several events, in stream order, to a subscriber.
+type Batch struct {
+	Topic   string
+	Attempt int
+	Events  []*event.Event
 }
 
 // Observer records delivery outcomes: delivered, retried, dead_lettered,
@@ -99,6 +122,9 @@ type Subscriber struct {
 	cfg SubscriptionConfig
 	h   Handler
 	log zerolog.Logger
+	// topic is the user's topic (cfg.Topic may be one of its partitions):
+	// what deliveries and metrics name.
+	topic string
 
 	running  atomic.Bool
 	inflight inflight
@@ -146,7 +172,11 @@ func NewSubscriber(rdb redis.UniversalClient, cfg SubscriptionConfig, h Handler,
 	if cfg.PauseCheck <= 0 {
 		cfg.PauseCheck = PauseCheck
 	}
-	return &Subscriber{rdb: rdb, cfg: cfg, h: h, log: log, inflight: inflight{ids: map[string]struct{}{}}, pause: newPauseFlag()}
+	if _, ok := h.(BatchHandler); !ok {
+		cfg.BatchMax = 0
+	}
+	return &Subscriber{rdb: rdb, cfg: cfg, h: h, log: log, topic: BaseTopic(cfg.Topic),
+		inflight: inflight{ids: map[string]struct{}{}}, pause: newPauseFlag()}
 }
 
 // SetDedup sets the Deduper; call before Run.
@@ -197,17 +227,35 @@ func (s *Subscriber) Run(ctx context.Context) error {
 	// small read-ahead, so the reader fetches the next entries while workers
 	// deliver. Claiming from other consumers is done only for idle workers,
 	// so a busy replica does not take over entries it cannot deliver now.
-	slots := s.cfg.Concurrency + max(s.cfg.Concurrency, readAhead)
+	per := max(s.cfg.BatchMax, 1) // entries a worker takes at once
+	slots := s.cfg.Concurrency*per + max(s.cfg.Concurrency*per, readAhead)
 	tokens := make(chan struct{}, slots)
 	for range slots {
 		tokens <- struct{}{}
 	}
-	jobs := make(chan job, slots)
+	// One queue shared by every worker, or under ByKey one per worker, an
+	// entry going to the queue its key hashes to. Each holds a slot per
+	// token, so the reader never blocks on it.
+	queues := make([]chan job, 1)
+	if s.cfg.ByKey {
+		queues = make([]chan job, s.cfg.Concurrency)
+	}
+	for i := range queues {
+		queues[i] = make(chan job, slots)
+	}
+	dispatch := func(j job) {
+		q := 0
+		if len(queues) > 1 {
+			q = PartitionOf(event.PartitionKeyOf(j.values), len(queues))
+		}
+		queues[q] <- j
+	}
 	acks := make(chan string, ackQueue)
 	var acker sync.WaitGroup
 	acker.Go(func() { s.ackLoop(dctx, acks) })
 	var workers sync.WaitGroup
-	for range s.cfg.Concurrency {
+	for w := range s.cfg.Concurrency {
+		jobs := queues[w%len(queues)]
 		workers.Go(func() {
 			for {
 				s.idleWorkers.Add(1)
@@ -215,6 +263,10 @@ func (s *Subscriber) Run(ctx context.Context) error {
 				s.idleWorkers.Add(-1)
 				if !ok {
 					return
+				}
+				batch := []job{j}
+				if s.cfg.BatchMax > 1 {
+					batch = s.gather(jobs, batch)
 				}
 				// Stopping: entries read ahead but not started stay pending
 				// for the next start; only deliveries under way finish.
@@ -225,11 +277,15 @@ func (s *Subscriber) Run(ctx context.Context) error {
 				case ctx.Err() != nil:
 				case s.setAside.Load() || s.pause.isOn():
 					s.setAside.Store(true)
+				case s.cfg.BatchMax > 0:
+					s.processBatch(ctx, dctx, batch, acks)
 				default:
 					s.process(ctx, dctx, j, acks)
 				}
-				s.inflight.remove(j.id)
-				tokens <- struct{}{}
+				for _, j := range batch {
+					s.inflight.remove(j.id)
+				}
+				release(tokens, len(batch))
 			}
 		})
 	}
@@ -238,8 +294,10 @@ func (s *Subscriber) Run(ctx context.Context) error {
 	keepalive.Go(func() { s.keepAlive(dctx, keepaliveDone) })
 	keepalive.Go(func() { s.watchPause(dctx, keepaliveDone) })
 
-	s.read(ctx, jobs, tokens)
-	close(jobs)
+	s.read(ctx, dispatch, tokens)
+	for _, q := range queues {
+		close(q)
+	}
 	workers.Wait()
 	close(acks) // the acker flushes what is queued, then returns
 	acker.Wait()
@@ -247,6 +305,41 @@ func (s *Subscriber) Run(ctx context.Context) error {
 	keepalive.Wait()
 	s.running.Store(false)
 	return nil
+}
+
+// gather adds to batch the entries queued behind its first, up to
+// BatchMax, waiting at most BatchWait for more.
+func (s *Subscriber) gather(jobs <-chan job, batch []job) []job {
+	var deadline <-chan time.Time
+	if s.cfg.BatchWait > 0 {
+		t := time.NewTimer(s.cfg.BatchWait)
+		defer t.Stop()
+		deadline = t.C
+	}
+	for len(batch) < s.cfg.BatchMax {
+		select {
+		case j, ok := <-jobs:
+			if !ok {
+				return batch
+			}
+			batch = append(batch, j)
+			continue
+		default:
+		}
+		if deadline == nil {
+			return batch
+		}
+		select {
+		case j, ok := <-jobs:
+			if !ok {
+				return batch
+			}
+			batch = append(batch, j)
+		case <-deadline:
+			return batch
+		}
+	}
+	return batch
 }
 
 // readAhead is the minimum number of entries read ahead of the workers.
@@ -257,7 +350,7 @@ const claimPoll = 50 * time.Millisecond
 
 // read fetches entries and dispatches them until ctx is done. Redis errors
 // back off; a lost group (NOGROUP: Redis restarted empty) is recreated.
-func (s *Subscriber) read(ctx context.Context, jobs chan<- job, tokens chan struct{}) {
+func (s *Subscriber) read(ctx context.Context, dispatch func(job), tokens chan struct{}) {
 	key := Key(s.cfg.Topic)
 	var (
 		needGroup     = true
@@ -407,7 +500,7 @@ func (s *Subscriber) read(ctx context.Context, jobs chan<- job, tokens chan stru
 			if !s.inflight.add(m.ID) {
 				continue // already being delivered here
 			}
-			jobs <- job{id: m.ID, values: m.Values, reads: reads[m.ID]} // never blocks: the buffer has a slot per token
+			dispatch(job{id: m.ID, values: m.Values, reads: reads[m.ID]}) // never blocks: a queue has a slot per token
 			n--
 		}
 		release(tokens, n)

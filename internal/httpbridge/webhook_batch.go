@@ -1,0 +1,150 @@
+package httpbridge
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/fogis-sidecar/sidecar/internal/event"
+	"github.com/fogis-sidecar/sidecar/internal/tracing"
+)
+
+// errBatchWithBody refuses a batched delivery on a webhook with a body
+// pointer: the batch is whole CloudEvents, there is no one member to send.
+// Config refuses the combination; this guards a Webhook built elsewhere.
+var errBatchWithBody = errors.New("a subscription with body: cannot deliver in batches")
+
+// DeliverBatch makes one delivery attempt of evs, in order, as one
+// application/cloudevents-batch+json POST (see AppendBatch). A 2xx
+// acknowledges every event; the error is a *DeliveryError classified as
+// Deliver's is, so the stream layer retries (the same events, in the same
+// order, under the same webhook-id) or dead-letters the batch alike. topic
+// is the user topic (never a partition's).
+func (w *Webhook) DeliverBatch(ctx context.Context, topic string, attempt int, evs []*event.Event) (err error) {
+	if len(evs) == 0 {
+		return nil // nothing to send, nothing to acknowledge
+	}
+	first := evs[0]
+	// One span per attempt, in the first event's trace: a batch has one
+	// parent (tracing off: no-op).
+	ctx, span := tracing.StartDelivery(ctx, topic, w.Group, attempt, first.TraceParent, first.TraceState)
+	status := 0
+	defer func() { tracing.End(span, err, status) }()
+	if w.Body != "" {
+		return &DeliveryError{Err: errBatchWithBody, permanent: true}
+	}
+	body := event.AppendBatch(make([]byte, 0, batchBodySizeHint(evs)), evs)
+	ctx, cancel := context.WithTimeout(ctx, w.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.URL, bytes.NewReader(body))
+	if err != nil {
+		return &DeliveryError{Err: err, permanent: true}
+	}
+	now := time.Now
+	if w.Now != nil {
+		now = w.Now
+	}
+	setBatchHeaders(req.Header, topic, attempt, evs, body, w.Secret, now())
+	tracing.Inject(ctx, req.Header) // on: this attempt's span is the receiver's parent
+	status, err = w.sendAndClassify(req, now)
+	return err
+}
+
+// sendAndClassify POSTs req and classifies the answer exactly as Deliver
+// does: no answer or 408/429/5xx is retriable (with the receiver's
+// Retry-After), a 3xx or a followed redirect is permanent with where it
+// pointed, any other non-2xx is permanent. status is the answer's, 0 when
+// none came.
+func (w *Webhook) sendAndClassify(req *http.Request, now func() time.Time) (status int, err error) {
+	resp, err := w.Client.Do(req)
+	if err != nil {
+		return 0, &DeliveryError{Err: err}
+	}
+	defer resp.Body.Close()
+	status = resp.StatusCode
+	// Read a little of the answer for the error message; drain the rest
+	// (bounded) so the keep-alive connection can be reused.
+	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 256))
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	if err := followedRedirect(req, resp); err != nil {
+		return status, &DeliveryError{Err: err, permanent: true}
+	}
+	if status >= 200 && status < 300 {
+		return status, nil
+	}
+	if status >= 300 && status < 400 {
+		return status, &DeliveryError{Status: status, Err: redirectError(resp), permanent: true}
+	}
+	de := &DeliveryError{Status: status, Err: fmt.Errorf("%q", strings.TrimSpace(string(snippet)))}
+	switch {
+	case status == http.StatusRequestTimeout, status == http.StatusTooManyRequests, status >= 500:
+		de.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), now())
+	default:
+		de.permanent = true // other 4xx (and 1xx): the receiver will not change its mind
+	}
+	return status, de
+}
+
+// batchBodySizeHint is about the encoded size of evs (base64 is 4/3 of the
+// data; attributes rarely pass 256 bytes), so the body is built in one
+// allocation.
+func batchBodySizeHint(evs []*event.Event) int {
+	n := 2
+	for _, ev := range evs {
+		n += 256 + len(ev.Data)*4/3
+	}
+	return n
+}
+
+// setBatchHeaders writes the headers of a batched delivery of evs whose
+// body is body: Content-Type application/cloudevents-batch+json, the
+// first event's W3C trace context, Standard Webhooks (webhook-id is
+// BatchWebhookID(evs); signed over body when secret is set) and the
+// sidecar's own, with Sidecar-Batch-Size. No ce-* headers: each event's
+// attributes are in the body.
+func setBatchHeaders(h http.Header, topic string, attempt int, evs []*event.Event, body, secret []byte, now time.Time) {
+	h.Set("Content-Type", event.CloudEventsBatchContentType)
+	if len(evs) > 0 {
+		if tp := evs[0].TraceParent; tp != "" {
+			h.Set("traceparent", tp)
+		}
+		if ts := evs[0].TraceState; ts != "" {
+			h.Set("tracestate", ts)
+		}
+	}
+	ts := now.Unix()
+	id := BatchWebhookID(evs)
+	h.Set("webhook-id", id)
+	h.Set("webhook-timestamp", strconv.FormatInt(ts, 10))
+	if secret != nil {
+		h.Set("webhook-signature", Sign(secret, id, ts, body))
+	}
+	h.Set("Sidecar-Topic", topic)
+	h.Set("Sidecar-Attempt", strconv.Itoa(attempt))
+	h.Set("Sidecar-Batch-Size", strconv.Itoa(len(evs)))
+	h.Set("User-Agent", "sidecar")
+}
+
+// BatchWebhookID is the webhook-id of a batch: "batch_" + base32 (lower
+// case, no padding) of the first 20 bytes of SHA-256 over the events'
+// webhook-ids joined by "\n". It depends on the events and their order
+// alone, so a retried batch carries the same webhook-id and a receiver can
+// deduplicate it; a WebhookID never contains "\n", so two different lists
+// never join to the same text.
+func BatchWebhookID(evs []*event.Event) string {
+	h := sha256.New()
+	for i, ev := range evs {
+		if i > 0 {
+			h.Write([]byte{'\n'})
+		}
+		h.Write([]byte(WebhookID(ev.ID)))
+	}
+	return "batch_" + webhookIDEncoding.EncodeToString(h.Sum(nil)[:20])
+}
