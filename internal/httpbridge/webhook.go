@@ -100,9 +100,19 @@ func (w *Webhook) Deliver(ctx context.Context, topic string, attempt int, ev *ev
 	}
 	SetHeaders(req.Header, topic, attempt, ev, w.Secret, now())
 	tracing.Inject(ctx, req.Header) // on: this attempt's span is the receiver's parent
+	status, err = w.sendAndClassify(req, now)
+	return err
+}
+
+// sendAndClassify POSTs req and classifies the answer exactly as Deliver
+// does: no answer or 408/429/5xx is retriable (with the receiver's
+// Retry-After), a 3xx or a followed redirect is permanent with where it
+// pointed, any other non-2xx is permanent. status is the answer's, 0 when
+// none came.
+func (w *Webhook) sendAndClassify(req *http.Request, now func() time.Time) (status int, err error) {
 	resp, err := w.Client.Do(req)
 	if err != nil {
-		return &DeliveryError{Err: err}
+		return 0, &DeliveryError{Err: err}
 	}
 	defer resp.Body.Close()
 	status = resp.StatusCode
@@ -110,25 +120,23 @@ func (w *Webhook) Deliver(ctx context.Context, topic string, attempt int, ev *ev
 	// (bounded) so the keep-alive connection can be reused.
 	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 256))
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	// A client that followed a redirect hands back the answer of another
-	// URL (for a 301/302, to a body-less GET): that is no acknowledgement.
 	if err := followedRedirect(req, resp); err != nil {
-		return &DeliveryError{Err: err, permanent: true}
+		return status, &DeliveryError{Err: err, permanent: true}
 	}
-	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
-		return nil
+	if status >= 200 && status < 300 {
+		return status, nil
 	}
-	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
-		return &DeliveryError{Status: resp.StatusCode, Err: redirectError(resp), permanent: true}
+	if status >= 300 && status < 400 {
+		return status, &DeliveryError{Status: status, Err: redirectError(resp), permanent: true}
 	}
-	de := &DeliveryError{Status: resp.StatusCode, Err: fmt.Errorf("%q", strings.TrimSpace(string(snippet)))}
+	de := &DeliveryError{Status: status, Err: fmt.Errorf("%q", strings.TrimSpace(string(snippet)))}
 	switch {
-	case resp.StatusCode == http.StatusRequestTimeout, resp.StatusCode == http.StatusTooManyRequests, resp.StatusCode >= 500:
+	case status == http.StatusRequestTimeout, status == http.StatusTooManyRequests, status >= 500:
 		de.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), now())
 	default:
 		de.permanent = true // other 4xx (and 1xx): the receiver will not change its mind
 	}
-	return de
+	return status, de
 }
 
 // redirectError says where a 3xx pointed: the event goes to the DLQ at

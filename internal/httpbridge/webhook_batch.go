@@ -5,11 +5,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
-	"fmt"
-	"io"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/fogis-sidecar/sidecar/internal/event"
@@ -55,41 +52,6 @@ func (w *Webhook) DeliverBatch(ctx context.Context, topic string, attempt int, e
 	tracing.Inject(ctx, req.Header) // on: this attempt's span is the receiver's parent
 	status, err = w.sendAndClassify(req, now)
 	return err
-}
-
-// sendAndClassify POSTs req and classifies the answer exactly as Deliver
-// does: no answer or 408/429/5xx is retriable (with the receiver's
-// Retry-After), a 3xx or a followed redirect is permanent with where it
-// pointed, any other non-2xx is permanent. status is the answer's, 0 when
-// none came.
-func (w *Webhook) sendAndClassify(req *http.Request, now func() time.Time) (status int, err error) {
-	resp, err := w.Client.Do(req)
-	if err != nil {
-		return 0, &DeliveryError{Err: err}
-	}
-	defer resp.Body.Close()
-	status = resp.StatusCode
-	// Read a little of the answer for the error message; drain the rest
-	// (bounded) so the keep-alive connection can be reused.
-	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 256))
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	if err := followedRedirect(req, resp); err != nil {
-		return status, &DeliveryError{Err: err, permanent: true}
-	}
-	if status >= 200 && status < 300 {
-		return status, nil
-	}
-	if status >= 300 && status < 400 {
-		return status, &DeliveryError{Status: status, Err: redirectError(resp), permanent: true}
-	}
-	de := &DeliveryError{Status: status, Err: fmt.Errorf("%q", strings.TrimSpace(string(snippet)))}
-	switch {
-	case status == http.StatusRequestTimeout, status == http.StatusTooManyRequests, status >= 500:
-		de.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), now())
-	default:
-		de.permanent = true // other 4xx (and 1xx): the receiver will not change its mind
-	}
-	return status, de
 }
 
 // batchBodySizeHint is about the encoded size of evs (base64 is 4/3 of the
