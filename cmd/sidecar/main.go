@@ -195,7 +195,9 @@ func serve(ctx context.Context, cfg *config.Config, logger zerolog.Logger) error
 	}
 	shownURLs := map[string]string{}
 	for _, sc := range cfg.Subscriptions {
-		shownURLs[sc.Topic+"/"+sc.Group] = config.RedactURL(sc.URL)
+		for _, pt := range stream.PartitionTopics(sc.Topic, cfg.Partitions[sc.Topic]) {
+			shownURLs[pt+"/"+sc.Group] = config.RedactURL(sc.URL)
+		}
 	}
 	redactor := cfg.Redactor()
 	status := health.NewStatus(rdb, health.Sources{

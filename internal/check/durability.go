@@ -52,9 +52,10 @@ func (d durability) judge() verdict {
 }
 
 // checkDurability reports appendonly and appendfsync: what the no-loss
-// promise rests on when a Redis process or host crashes.
+// promise rests on when a Redis process or host crashes. On Cluster every
+// node is read, replicas too: a failover makes one of them a master.
 func checkDurability(ctx context.Context, rdb redis.UniversalClient, add addFunc) {
-	nodes, err := onMasters(ctx, rdb, readDurability)
+	nodes, err := onNodes(ctx, rdb, true, readDurability)
 	if err != nil {
 		add("Durability", false, false, "unknown: %v", err)
 		return

@@ -21,6 +21,12 @@ type node[T any] struct {
 
 // onMasters reads every master with read.
 func onMasters[T any](ctx context.Context, rdb redis.UniversalClient, read func(context.Context, redis.Cmdable) (T, error)) ([]node[T], error) {
+	return onNodes(ctx, rdb, false, read)
+}
+
+// onNodes reads every master, and with replicas every replica too (a
+// replica's settings become the master's when a failover promotes it).
+func onNodes[T any](ctx context.Context, rdb redis.UniversalClient, replicas bool, read func(context.Context, redis.Cmdable) (T, error)) ([]node[T], error) {
 	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
 	defer cancel()
 	cc, ok := rdb.(*redis.ClusterClient)
@@ -33,7 +39,11 @@ func onMasters[T any](ctx context.Context, rdb redis.UniversalClient, read func(
 	}
 	var mu sync.Mutex
 	var nodes []node[T]
-	err := cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+	each := cc.ForEachMaster
+	if replicas {
+		each = cc.ForEachShard
+	}
+	err := each(ctx, func(ctx context.Context, c *redis.Client) error {
 		v, err := read(ctx, c)
 		if err != nil {
 			return fmt.Errorf("%s: %w", c.Options().Addr, err)

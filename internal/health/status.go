@@ -74,6 +74,7 @@ type Status struct {
 
 	mu        sync.Mutex
 	consumers map[string]ConsumerState // topic/group →
+	nodes     []NodeStatus             // Cluster only
 }
 
 // NewStatus returns a Status; Run refreshes it.
@@ -99,6 +100,11 @@ func (s *Status) Run(ctx context.Context) error {
 func (s *Status) Refresh(ctx context.Context) {
 	if s.src.OnRefresh != nil {
 		s.src.OnRefresh()
+	}
+	if nodes := ReadNodes(ctx, s.rdb); nodes != nil {
+		s.mu.Lock()
+		s.nodes = nodes
+		s.mu.Unlock()
 	}
 	for _, sub := range s.src.Subscriptions {
 		c := sub.Config()
@@ -189,6 +195,9 @@ type RedisStatus struct {
 	RedisState
 	RedisInfo
 	Persistent bool `json:"persistent"`
+	// Nodes lists every Cluster node, masters and replicas (absent
+	// elsewhere); the facts above are one node's.
+	Nodes []NodeStatus `json:"nodes,omitempty"`
 }
 
 // Report assembles the status now.
@@ -214,6 +223,7 @@ func (s *Status) Report() StatusReport {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	rep.Redis.Nodes = s.nodes
 	for _, sub := range s.src.Subscriptions {
 		c := sub.Config()
 		rep.Subscriptions = append(rep.Subscriptions, SubscriptionStatus{
