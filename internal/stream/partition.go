@@ -67,13 +67,23 @@ type Partitioner struct {
 	Partitions map[string]int // topic → partition count; absent = 1
 }
 
-// StreamTopic is the stream topic ev of topic goes to.
+// StreamTopic is the stream topic ev of topic goes to: the partition of
+// its partition key, else of its Idempotency-Key, else of its id.
 func (p Partitioner) StreamTopic(topic string, ev *event.Event) string {
 	n := p.Partitions[topic]
 	if n <= 1 {
 		return topic
 	}
-	return PartitionTopic(topic, PartitionOf(ev.PartitionKey(), n))
+	key := ev.Extensions[event.PartitionKeyExtension]
+	if key == "" && ev.IdempotencyKey != "" {
+		// A retry gets a new event id but keeps its Idempotency-Key: it
+		// must reach the partition that remembers the key.
+		key = ev.IdempotencyKey
+	}
+	if key == "" {
+		key = ev.ID
+	}
+	return PartitionTopic(topic, PartitionOf(key, n))
 }
 
 // Publish publishes ev to its partition of topic.

@@ -250,3 +250,28 @@ func TestPublishBatchOnePipelineInOrderIdempotentPerEvent(t *testing.T) {
 		t.Fatalf("streams hold %d entries, want 10 + 5 new", total)
 	}
 }
+
+// A retried publish without a partition key gets a new event id but keeps
+// its Idempotency-Key: it must go to the partition that remembers the key.
+func TestPartitionerRoutesARetryToItsKeysPartition(t *testing.T) {
+	p := Partitioner{Partitions: map[string]int{"orders": 8}}
+	seen := map[string]bool{}
+	for range 20 {
+		ev := newEvent("x")
+		ev.IdempotencyKey = "req-1#0"
+		seen[p.StreamTopic("orders", ev)] = true
+	}
+	if len(seen) != 1 {
+		t.Fatalf("one Idempotency-Key went to partitions %v", seen)
+	}
+	ev := newEvent("x")
+	ev.IdempotencyKey = "req-1#0"
+	ev.SetPartitionKey("match-7")
+	want := PartitionTopic("orders", PartitionOf("match-7", 8))
+	if got := p.StreamTopic("orders", ev); got != want {
+		t.Fatalf("partition key ignored: %s, want %s", got, want)
+	}
+	if p.StreamTopic("plain", ev) != "plain" {
+		t.Fatal("an unpartitioned topic was partitioned")
+	}
+}

@@ -266,7 +266,7 @@ func (s *Subscriber) Run(ctx context.Context) error {
 				}
 				batch := []job{j}
 				if s.cfg.BatchMax > 1 {
-					batch = s.gather(jobs, batch)
+					batch = s.gather(ctx, jobs, batch)
 				}
 				// Stopping: entries read ahead but not started stay pending
 				// for the next start; only deliveries under way finish.
@@ -308,8 +308,8 @@ func (s *Subscriber) Run(ctx context.Context) error {
 }
 
 // gather adds to batch the entries queued behind its first, up to
-// BatchMax, waiting at most BatchWait for more.
-func (s *Subscriber) gather(jobs <-chan job, batch []job) []job {
+// BatchMax, waiting at most BatchWait (or until ctx ends) for more.
+func (s *Subscriber) gather(ctx context.Context, jobs <-chan job, batch []job) []job {
 	var deadline <-chan time.Time
 	if s.cfg.BatchWait > 0 {
 		t := time.NewTimer(s.cfg.BatchWait)
@@ -336,6 +336,8 @@ func (s *Subscriber) gather(jobs <-chan job, batch []job) []job {
 			}
 			batch = append(batch, j)
 		case <-deadline:
+			return batch
+		case <-ctx.Done():
 			return batch
 		}
 	}
