@@ -225,7 +225,7 @@ func serve(ctx context.Context, cfg *config.Config, logger zerolog.Logger) error
 	}
 	// The event log's admin API: inspect, redrive, purge, seek, pause.
 	adminAPI := admin.New(rdb, admin.Config{
-		Topics: configuredTopics(cfg), Consumer: cfg.Consumer, Token: cfg.APIToken != "", Observer: m,
+		Topics: configuredTopics(cfg), Consumer: cfg.Consumer, Token: cfg.APIToken != "", Observer: m, Partitions: cfg.Partitions,
 	}, component("admin"))
 	api := httpbridge.NewAPI(httpbridge.APIConfig{
 		Service: cfg.Service, Token: cfg.APIToken, MaxBody: cfg.MaxBody,

@@ -6,6 +6,7 @@ package admin
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -45,8 +46,12 @@ type Config struct {
 	Token bool
 	// Settle is how long a pause waits before answering, so that when it
 	// answers no subscriber reads any more; default stream.PauseSettle.
-	Settle   time.Duration
-	Observer Observer
+	Settle time.Duration
+	// Partitions maps a topic to its partition count (absent: 1). Every
+	// operation on a partitioned topic covers all its partitions; streams
+	// past the count (another sidecar's) are found and covered too.
+	Partitions map[string]int
+	Observer   Observer
 }
 
 // Limits of one call.
@@ -117,35 +122,47 @@ func pathParam(r *http.Request, name string) string {
 	return v
 }
 
-func (h *Handler) withTopic(next func(w http.ResponseWriter, r *http.Request, topic string)) http.HandlerFunc {
+func (h *Handler) withTopic(next func(w http.ResponseWriter, r *http.Request, p parts)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		topic := pathParam(r, "topic")
 		if err := event.ValidateTopic(topic); err != nil {
 			writeError(w, http.StatusBadRequest, "invalid_topic", err.Error())
 			return
 		}
-		next(w, r, topic)
+		p, err := h.parts(r.Context(), topic)
+		if err != nil {
+			writeRedisError(w, err)
+			return
+		}
+		next(w, r, p)
 	}
 }
 
-// withGroup checks the topic and group names and that the group exists.
-func (h *Handler) withGroup(next func(w http.ResponseWriter, r *http.Request, topic string, g redis.XInfoGroup)) http.HandlerFunc {
-	return h.withTopic(func(w http.ResponseWriter, r *http.Request, topic string) {
+// partGroup is a consumer group of one partition's stream.
+type partGroup struct {
+	part int
+	redis.XInfoGroup
+}
+
+// withGroup checks the topic and group names and that the group exists;
+// next gets the group of every partition that has it.
+func (h *Handler) withGroup(next func(w http.ResponseWriter, r *http.Request, p parts, gs []partGroup)) http.HandlerFunc {
+	return h.withTopic(func(w http.ResponseWriter, r *http.Request, p parts) {
 		group := pathParam(r, "group")
 		if err := validateGroup(group); err != nil {
 			writeError(w, http.StatusBadRequest, "invalid_group", err.Error())
 			return
 		}
-		g, ok, err := h.group(r, topic, group)
+		gs, err := h.partGroups(r.Context(), p, group)
 		if err != nil {
 			writeRedisError(w, err)
 			return
 		}
-		if !ok {
-			writeNoSuchGroup(w, topic, group)
+		if len(gs) == 0 {
+			writeNoSuchGroup(w, p.topic, group)
 			return
 		}
-		next(w, r, topic, g)
+		next(w, r, p, gs)
 	})
 }
 
@@ -166,30 +183,32 @@ func writeNoSuchGroup(w http.ResponseWriter, topic, group string) {
 		fmt.Sprintf("topic %q has no consumer group %q (GET /v1/topics lists the groups)", topic, group))
 }
 
-// group reads one consumer group of topic; ok is false when there is none.
-func (h *Handler) group(r *http.Request, topic, group string) (redis.XInfoGroup, bool, error) {
-	groups, err := h.groups(r, topic)
-	if err != nil {
-		return redis.XInfoGroup{}, false, err
-	}
-	for _, g := range groups {
-		if g.Name == group {
-			return g, true, nil
+// partGroups reads group on every partition of p (in one pipeline): those
+// that have it, in partition order.
+func (h *Handler) partGroups(ctx context.Context, p parts, group string) ([]partGroup, error) {
+	cmds := make([]*redis.XInfoGroupsCmd, p.n)
+	_, _ = h.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		for k := range cmds {
+			cmds[k] = pipe.XInfoGroups(ctx, stream.Key(p.of(k)))
+		}
+		return nil
+	})
+	var out []partGroup
+	for k, c := range cmds {
+		groups, err := c.Result()
+		if isNoSuchKey(err) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("xinfo groups %s: %w", stream.Key(p.of(k)), err)
+		}
+		for _, g := range groups {
+			if g.Name == group {
+				out = append(out, partGroup{part: k, XInfoGroup: g})
+			}
 		}
 	}
-	return redis.XInfoGroup{}, false, nil
-}
-
-// groups reads topic's consumer groups; none when the stream does not exist.
-func (h *Handler) groups(r *http.Request, topic string) ([]redis.XInfoGroup, error) {
-	groups, err := h.rdb.XInfoGroups(r.Context(), stream.Key(topic)).Result()
-	if isNoSuchKey(err) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("xinfo groups %s: %w", stream.Key(topic), err)
-	}
-	return groups, nil
+	return out, nil
 }
 
 func isNoSuchKey(err error) bool {
@@ -206,9 +225,12 @@ func (h *Handler) who(r *http.Request) string {
 }
 
 // changed logs a state change and counts it.
-func (h *Handler) changed(r *http.Request, op, topic, group string, entries int, fields func(*zerolog.Event)) {
+func (h *Handler) changed(r *http.Request, op string, p parts, group string, entries int, fields func(*zerolog.Event)) {
 	h.cfg.Observer.AdminOperation(op, entries)
-	ev := h.log.Info().Str("operation", op).Str("by", h.who(r)).Str("topic", topic).Int("entries", entries)
+	ev := h.log.Info().Str("operation", op).Str("by", h.who(r)).Str("topic", p.topic).Int("entries", entries)
+	if p.partitioned() {
+		ev = ev.Int("partitions", p.n)
+	}
 	if group != "" {
 		ev = ev.Str("group", group)
 	}

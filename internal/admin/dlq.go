@@ -73,9 +73,10 @@ type dlqPage struct {
 	Next    string       `json:"next"`
 }
 
-// dlq lists dead letters: ?group= (all groups when absent), ?from= (a DLQ
-// id or the time it was dead-lettered, inclusive), ?limit=.
-func (h *Handler) dlq(w http.ResponseWriter, r *http.Request, topic string) {
+// dlq lists dead letters — a partitioned topic's partitions merged in DLQ
+// id order — ?group= (all groups when absent), ?from= (a DLQ id or the
+// time it was dead-lettered, inclusive; or a page's next), ?limit=.
+func (h *Handler) dlq(w http.ResponseWriter, r *http.Request, p parts) {
 	q := r.URL.Query()
 	n, err := limit(r, defaultLimit, maxLimit)
 	if err != nil {
@@ -89,59 +90,79 @@ func (h *Handler) dlq(w http.ResponseWriter, r *http.Request, topic string) {
 			return
 		}
 	}
-	from := Position{Kind: AtEarliest}
+	from := cursor{pos: Position{Kind: AtEarliest}, part: -1}
 	if s := q.Get("from"); s != "" {
-		if from, err = ParsePosition(s); err != nil {
+		if from, err = parseCursor(s, p); err != nil {
 			writeError(w, http.StatusBadRequest, "bad_position", "from: "+err.Error())
 			return
 		}
 	}
-	page := dlqPage{Topic: topic, Entries: []DeadLetter{}}
+	page := dlqPage{Topic: p.topic, Entries: []DeadLetter{}}
 	// With a group, a page may read past other groups' dead letters; a
 	// bound keeps one call short (next then says where to go on).
 	budget := 0
 	if group != "" {
 		budget = dlqScanBudget
 	}
-	page.Next, err = h.scanDLQ(r.Context(), topic, from.Start(), budget, func(m redis.XMessage) bool {
-		if group != "" && m.Values[stream.DLQFieldGroup] != group {
-			return true
+	keys := make([]string, p.n)
+	for k := range keys {
+		keys[k] = stream.DLQKey(p.of(k))
+	}
+	m := newMerger(h.rdb, keys, from, false, n+1)
+	for read := 0; ; read++ {
+		e, ok, err := m.next(r.Context())
+		if err != nil {
+			writeRedisError(w, err)
+			return
+		}
+		if !ok {
+			break
+		}
+		if group != "" && e.Values[stream.DLQFieldGroup] != group {
+			if read+1 == budget {
+				page.Next = cursorAfter(e.ID, e.part, p)
+				break
+			}
+			continue
 		}
 		if len(page.Entries) == n {
-			return false
+			page.Next = formatCursor(e.ID, e.part, p, false)
+			break
 		}
-		page.Entries = append(page.Entries, newDeadLetter(m))
-		return true
-	})
-	if err != nil {
-		writeRedisError(w, err)
-		return
+		d := newDeadLetter(e.XMessage)
+		d.Partition = p.label(e.part)
+		page.Entries = append(page.Entries, d)
+		if read+1 == budget {
+			page.Next = cursorAfter(e.ID, e.part, p)
+			break
+		}
 	}
-	if group != "" && len(page.Entries) == 0 && page.Next == "" && from.Kind == AtEarliest {
-		if ok := h.groupKnown(w, r, topic, group); !ok {
+	if group != "" && len(page.Entries) == 0 && page.Next == "" && from.pos.Kind == AtEarliest {
+		if ok := h.groupKnown(w, r, p, group); !ok {
 			return
 		}
 	}
 	writeJSON(w, http.StatusOK, page)
 }
 
-// groupKnown answers 404 no_such_group (and false) when topic has no such
-// consumer group; a group that has dead letters but is gone (deleted) is
-// known too, so that they can be listed and purged.
-func (h *Handler) groupKnown(w http.ResponseWriter, r *http.Request, topic, group string) bool {
-	_, ok, err := h.group(r, topic, group)
+// groupKnown answers 404 no_such_group (and false) when no partition of
+// the topic has such a consumer group; a group that has dead letters but
+// is gone (deleted) is known too, so that they can be listed and purged.
+func (h *Handler) groupKnown(w http.ResponseWriter, r *http.Request, p parts, group string) bool {
+	gs, err := h.partGroups(r.Context(), p, group)
 	if err != nil {
 		writeRedisError(w, err)
 		return false
 	}
-	if !ok {
-		writeNoSuchGroup(w, topic, group)
+	if len(gs) == 0 {
+		writeNoSuchGroup(w, p.topic, group)
 	}
-	return ok
+	return len(gs) > 0
 }
 
 // selection is the dead letters a redrive or purge is about: one group's,
-// all of them or those named (by DLQ id or event id).
+// all of them or those named — by DLQ id or event id, or, as a DLQ id can
+// occur in two partitions, "<id>@<partition>".
 type selection struct {
 	group string
 	ids   map[string]bool // nil = all; true once one matched
@@ -158,7 +179,8 @@ func newSelection(group string, ids []string) selection {
 	return s
 }
 
-func (s selection) matches(m redis.XMessage) bool {
+// matches reports whether dead letter m of partition part is selected.
+func (s selection) matches(m redis.XMessage, part int) bool {
 	if m.Values[stream.DLQFieldGroup] != s.group {
 		return false
 	}
@@ -166,13 +188,15 @@ func (s selection) matches(m redis.XMessage) bool {
 		return true
 	}
 	id, _ := m.Values["id"].(string)
-	for _, k := range []string{m.ID, id} {
+	suffix := cursorSep + strconv.Itoa(part)
+	hit := false
+	for _, k := range []string{m.ID, id, m.ID + suffix, id + suffix} {
 		if _, ok := s.ids[k]; ok {
 			s.ids[k] = true
-			return true
+			hit = true
 		}
 	}
-	return false
+	return hit
 }
 
 // unmatched returns the ids asked for that matched no dead letter, sorted.
@@ -187,21 +211,43 @@ func (s selection) unmatched() []string {
 	return out
 }
 
-// selected returns the DLQ ids of the first most dead letters sel
-// matches, in DLQ order, and how many it matches in all.
-func (h *Handler) selected(ctx context.Context, topic string, sel selection, most int) ([]string, int, error) {
-	var ids []string
+// deadID is one dead letter: its partition and DLQ id.
+type deadID struct {
+	part int
+	id   string
+}
+
+// selected returns the first most dead letters sel matches, oldest first
+// (DLQ id, then partition), and how many it matches in all.
+func (h *Handler) selected(ctx context.Context, p parts, sel selection, most int) ([]deadID, int, error) {
+	var ids []deadID
 	total := 0
-	_, err := h.scanDLQ(ctx, topic, "-", 0, func(m redis.XMessage) bool {
-		if sel.matches(m) {
-			total++
-			if len(ids) < most {
-				ids = append(ids, m.ID)
+	for k := range p.n {
+		mine := 0 // each partition's oldest most are enough to pick from
+		_, err := h.scanDLQ(ctx, p.of(k), "-", 0, func(m redis.XMessage) bool {
+			if sel.matches(m, k) {
+				total++
+				if mine < most {
+					ids = append(ids, deadID{part: k, id: m.ID})
+					mine++
+				}
 			}
+			return true
+		})
+		if err != nil {
+			return nil, 0, err
 		}
-		return true
+	}
+	slices.SortStableFunc(ids, func(a, b deadID) int {
+		switch {
+		case idLess(a.id, b.id):
+			return -1
+		case idLess(b.id, a.id):
+			return 1
+		}
+		return a.part - b.part
 	})
-	return ids, total, err
+	return ids[:min(len(ids), most)], total, nil
 }
 
 // redriveRequest is the body of POST /v1/topics/{topic}/dlq/redrive.
@@ -225,8 +271,9 @@ type redriveResponse struct {
 const redriveBatch = 100
 
 // redrive sends dead letters back to their group: all of the group's, or
-// those named, at most limit per call, oldest first.
-func (h *Handler) redrive(w http.ResponseWriter, r *http.Request, topic string) {
+// those named, at most limit per call, oldest first. Each goes back to its
+// own partition's stream.
+func (h *Handler) redrive(w http.ResponseWriter, r *http.Request, p parts) {
 	var req redriveRequest
 	if err := decodeBody(w, r, &req); err != nil {
 		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
@@ -249,27 +296,47 @@ func (h *Handler) redrive(w http.ResponseWriter, r *http.Request, topic string) 
 	}
 	// Only to a group that reads the stream: for any other, every
 	// subscriber would acknowledge the entry unseen.
-	if !h.groupKnown(w, r, topic, req.Group) {
-		return
-	}
-	sel := newSelection(req.Group, req.IDs)
-	ids, total, err := h.selected(r.Context(), topic, sel, req.Limit)
+	gs, err := h.partGroups(r.Context(), p, req.Group)
 	if err != nil {
 		writeRedisError(w, err)
 		return
 	}
-	moved := 0
-	for i := 0; i < len(ids); i += redriveBatch {
-		n, err := stream.Redrive(r.Context(), h.rdb, topic, req.Group, ids[i:min(i+redriveBatch, len(ids))])
-		moved += n
-		if err != nil {
-			h.changed(r, "redrive", topic, req.Group, moved, func(e *zerolog.Event) { e.Err(err) })
-			writeRedisError(w, fmt.Errorf("%w (%d redriven before the error)", err, moved))
+	if len(gs) == 0 {
+		writeNoSuchGroup(w, p.topic, req.Group)
+		return
+	}
+	sel := newSelection(req.Group, req.IDs)
+	ids, total, err := h.selected(r.Context(), p, sel, req.Limit)
+	if err != nil {
+		writeRedisError(w, err)
+		return
+	}
+	byPart := map[int][]string{}
+	for _, d := range ids {
+		byPart[d.part] = append(byPart[d.part], d.id)
+	}
+	for k := range byPart {
+		if !slices.ContainsFunc(gs, func(g partGroup) bool { return g.part == k }) {
+			writeError(w, http.StatusNotFound, "no_such_group", fmt.Sprintf(
+				"partition %d of topic %q has no consumer group %q to redrive its dead letters to; nothing was redriven", k, p.topic, req.Group))
 			return
 		}
 	}
-	h.changed(r, "redrive", topic, req.Group, moved, func(e *zerolog.Event) { e.Int("asked_ids", len(req.IDs)) })
-	writeJSON(w, http.StatusOK, redriveResponse{Topic: topic, Group: req.Group, Redriven: moved,
+	moved := 0
+	for k := range p.n {
+		part := byPart[k]
+		for i := 0; i < len(part); i += redriveBatch {
+			n, err := stream.Redrive(r.Context(), h.rdb, p.of(k), req.Group, part[i:min(i+redriveBatch, len(part))])
+			moved += n
+			if err != nil {
+				h.changed(r, "redrive", p, req.Group, moved, func(e *zerolog.Event) { e.Err(err) })
+				writeRedisError(w, fmt.Errorf("%w (%d redriven before the error)", err, moved))
+				return
+			}
+		}
+	}
+	h.changed(r, "redrive", p, req.Group, moved, func(e *zerolog.Event) { e.Int("asked_ids", len(req.IDs)) })
+	writeJSON(w, http.StatusOK, redriveResponse{Topic: p.topic, Group: req.Group, Redriven: moved,
 		Remaining: max(total-len(ids), 0), NotFound: sel.unmatched()})
 }
 
@@ -279,9 +346,10 @@ type purgeResponse struct {
 	Purged int    `json:"purged"`
 }
 
-// purge deletes dead letters: ?group= (required), ?ids=a,b (DLQ ids or
-// event ids; all of the group's when absent).
-func (h *Handler) purge(w http.ResponseWriter, r *http.Request, topic string) {
+// purge deletes dead letters of every partition: ?group= (required),
+// ?ids=a,b (DLQ ids, event ids or "<DLQ id>@<partition>"; all of the
+// group's when absent).
+func (h *Handler) purge(w http.ResponseWriter, r *http.Request, p parts) {
 	q := r.URL.Query()
 	group := q.Get("group")
 	if group == "" {
@@ -300,14 +368,37 @@ func (h *Handler) purge(w http.ResponseWriter, r *http.Request, topic string) {
 			}
 		}
 	}
-	sel, total := newSelection(group, ids), 0
+	sel, total, purged := newSelection(group, ids), 0, 0
+	var err error
+	for k := 0; k < p.n && err == nil; k++ {
+		var n, matched int
+		n, matched, err = h.purgePartition(r.Context(), p.of(k), k, sel)
+		purged, total = purged+n, total+matched
+	}
+	if err != nil {
+		if purged > 0 {
+			h.changed(r, "purge", p, group, purged, func(e *zerolog.Event) { e.Err(err) })
+		}
+		writeRedisError(w, fmt.Errorf("%w (%d purged before the error)", err, purged))
+		return
+	}
+	if total == 0 && !h.groupKnown(w, r, p, group) {
+		return
+	}
+	h.changed(r, "purge", p, group, purged, func(e *zerolog.Event) { e.Int("asked_ids", len(ids)) })
+	writeJSON(w, http.StatusOK, purgeResponse{Topic: p.topic, Group: group, Purged: purged})
+}
+
+// purgePartition deletes the dead letters sel matches in one partition's
+// DLQ (topic is the partition's); it returns how many it deleted and how
+// many matched.
+func (h *Handler) purgePartition(ctx context.Context, topic string, part int, sel selection) (purged, total int, err error) {
 	var batch []string
-	purged := 0
 	flush := func() error {
 		if len(batch) == 0 {
 			return nil
 		}
-		n, err := h.rdb.XDel(r.Context(), stream.DLQKey(topic), batch...).Result()
+		n, err := h.rdb.XDel(ctx, stream.DLQKey(topic), batch...).Result()
 		if err != nil {
 			return fmt.Errorf("xdel %s: %w", stream.DLQKey(topic), err)
 		}
@@ -316,8 +407,8 @@ func (h *Handler) purge(w http.ResponseWriter, r *http.Request, topic string) {
 		return nil
 	}
 	var ferr error
-	_, err := h.scanDLQ(r.Context(), topic, "-", 0, func(m redis.XMessage) bool {
-		if !sel.matches(m) {
+	_, err = h.scanDLQ(ctx, topic, "-", 0, func(m redis.XMessage) bool {
+		if !sel.matches(m, part) {
 			return true
 		}
 		total++
@@ -332,16 +423,5 @@ func (h *Handler) purge(w http.ResponseWriter, r *http.Request, topic string) {
 	if err == nil {
 		err = flush()
 	}
-	if err != nil {
-		if purged > 0 {
-			h.changed(r, "purge", topic, group, purged, func(e *zerolog.Event) { e.Err(err) })
-		}
-		writeRedisError(w, fmt.Errorf("%w (%d purged before the error)", err, purged))
-		return
-	}
-	if total == 0 && !h.groupKnown(w, r, topic, group) {
-		return
-	}
-	h.changed(r, "purge", topic, group, purged, func(e *zerolog.Event) { e.Int("asked_ids", len(ids)) })
-	writeJSON(w, http.StatusOK, purgeResponse{Topic: topic, Group: group, Purged: purged})
+	return purged, total, err
 }

@@ -32,6 +32,8 @@ type Event struct {
 	// RedriveGroup and RedrivenFrom mark an entry sent back from the DLQ.
 	RedriveGroup string `json:"redrive_group,omitempty"`
 	RedrivenFrom string `json:"redriven_from,omitempty"`
+	// Partition is the entry's partition of a partitioned topic.
+	Partition *int `json:"partition,omitempty"`
 	// Invalid says why the entry is not a well-formed sidecar event
 	// (written by another client, say); what could be read is shown.
 	Invalid string `json:"invalid,omitempty"`
@@ -83,10 +85,11 @@ type eventsPage struct {
 	Next string `json:"next"`
 }
 
-// events reads the topic's log: ?from= (a stream id or RFC 3339 time,
-// inclusive; default the oldest), ?limit= (default 50, at most 1000),
+// events reads the topic's log — a partitioned topic's partitions merged
+// in id order — ?from= (a stream id or RFC 3339 time, inclusive; default
+// the oldest; or a page's next), ?limit= (default 50, at most 1000),
 // ?order=desc (newest first; from is then the upper bound).
-func (h *Handler) events(w http.ResponseWriter, r *http.Request, topic string) {
+func (h *Handler) events(w http.ResponseWriter, r *http.Request, p parts) {
 	q := r.URL.Query()
 	n, err := limit(r, defaultLimit, maxLimit)
 	if err != nil {
@@ -102,33 +105,38 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request, topic string) {
 		writeError(w, http.StatusBadRequest, "bad_order", `order: want "asc" or "desc"`)
 		return
 	}
-	from := Position{Kind: AtEarliest}
+	from := cursor{pos: Position{Kind: AtEarliest}, part: -1}
 	if desc {
-		from = Position{Kind: AtLatest}
+		from.pos = Position{Kind: AtLatest}
 	}
 	if s := q.Get("from"); s != "" {
-		if from, err = ParsePosition(s); err != nil {
+		if from, err = parseCursor(s, p); err != nil {
 			writeError(w, http.StatusBadRequest, "bad_position", "from: "+err.Error())
 			return
 		}
 	}
-	var msgs []redis.XMessage
-	if desc {
-		msgs, err = h.rdb.XRevRangeN(r.Context(), stream.Key(topic), from.End(), "-", int64(n)+1).Result()
-	} else {
-		msgs, err = h.rdb.XRangeN(r.Context(), stream.Key(topic), from.Start(), "+", int64(n)+1).Result()
+	keys := make([]string, p.n)
+	for k := range keys {
+		keys[k] = stream.Key(p.of(k))
 	}
-	if err != nil {
-		writeRedisError(w, err)
-		return
-	}
-	page := eventsPage{Topic: topic, Events: make([]Event, 0, min(len(msgs), n))}
-	if len(msgs) > n {
-		page.Next = msgs[n].ID
-		msgs = msgs[:n]
-	}
-	for _, m := range msgs {
-		page.Events = append(page.Events, newEvent(m))
+	m := newMerger(h.rdb, keys, from, desc, n+1)
+	page := eventsPage{Topic: p.topic, Events: []Event{}}
+	for {
+		e, ok, err := m.next(r.Context())
+		if err != nil {
+			writeRedisError(w, err)
+			return
+		}
+		if !ok {
+			break
+		}
+		if len(page.Events) == n {
+			page.Next = formatCursor(e.ID, e.part, p, desc)
+			break
+		}
+		ev := newEvent(e.XMessage)
+		ev.Partition = p.label(e.part)
+		page.Events = append(page.Events, ev)
 	}
 	writeJSON(w, http.StatusOK, page)
 }

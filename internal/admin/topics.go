@@ -23,6 +23,9 @@ type Topic struct {
 	LastID    string  `json:"last_id"`
 	DLQLength int64   `json:"dlq_length"`
 	Groups    []Group `json:"groups"`
+	// Partitions is the partition count of a partitioned topic (absent:
+	// not partitioned); the figures above are its partitions' summed.
+	Partitions int `json:"partitions,omitempty"`
 	// Error says why the topic could not be read (its key holds another
 	// type, say); the other topics are listed all the same.
 	Error string `json:"error,omitempty"`
@@ -75,88 +78,145 @@ for _, g in ipairs(order) do out[#out+1] = g; out[#out+1] = counts[g] end
 return out
 `)
 
-// topics lists the configured topics and every topic stream in Redis.
+// topics lists the configured topics and every topic stream in Redis; a
+// partitioned topic is one entry, its partitions summed.
 func (h *Handler) topics(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 20*time.Second)
 	defer cancel()
-	names, err := h.topicNames(ctx)
+	all, err := h.topicParts(ctx)
 	if err != nil {
 		writeRedisError(w, err)
 		return
 	}
-	out := make([]Topic, 0, len(names))
-	for _, name := range names {
-		t, err := h.topic(ctx, name)
+	out := make([]Topic, 0, len(all))
+	for _, p := range all {
+		t, err := h.partsTopic(ctx, p)
 		if err != nil {
-			if !stream.IsRejected(err) {
-				writeRedisError(w, err) // Redis unavailable: no partial answer
-				return
-			}
-			t.Error = err.Error()
+			writeRedisError(w, err) // Redis unavailable: no partial answer
+			return
 		}
 		out = append(out, t)
 	}
 	writeJSON(w, http.StatusOK, map[string][]Topic{"topics": out})
 }
 
-// topicNames returns the configured topics and those whose stream key a
-// SCAN finds (on Cluster, on every master), sorted.
-func (h *Handler) topicNames(ctx context.Context) ([]string, error) {
-	seen := map[string]bool{}
+// topicParts returns the configured topics and those whose stream key a
+// SCAN finds (on Cluster, on every master), sorted, each with as many
+// partitions as the config says or the streams found show, if more.
+func (h *Handler) topicParts(ctx context.Context) ([]parts, error) {
+	n := map[string]int{}
 	for _, t := range h.cfg.Topics {
-		seen[t] = true
+		n[t] = max(h.cfg.Partitions[t], 1)
 	}
-	var mu sync.Mutex
-	scan := func(ctx context.Context, c redis.Cmdable) error {
-		var cursor uint64
-		for {
-			keys, next, err := c.ScanType(ctx, cursor, "sidecar:{*}", 1000, "stream").Result()
-			if err != nil {
-				return fmt.Errorf("scan: %w", err)
-			}
-			mu.Lock()
-			for _, k := range keys {
-				if t, ok := topicOf(k); ok {
-					seen[t] = true
-				}
-			}
-			mu.Unlock()
-			if cursor = next; cursor == 0 {
-				return nil
-			}
+	for t, k := range h.cfg.Partitions {
+		n[t] = max(k, 1)
+	}
+	err := h.scanStreams(ctx, "sidecar:{*}", func(key string) {
+		if t, k, ok := topicOf(key); ok {
+			n[t] = max(n[t], h.cfg.Partitions[t], k+1)
 		}
-	}
-	var err error
-	if cc, ok := h.rdb.(*redis.ClusterClient); ok {
-		err = cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return scan(ctx, c) })
-	} else {
-		err = scan(ctx, h.rdb)
-	}
+	})
 	if err != nil {
 		return nil, err
 	}
-	names := make([]string, 0, len(seen))
-	for t := range seen {
-		names = append(names, t)
+	out := make([]parts, 0, len(n))
+	for t, k := range n {
+		out = append(out, parts{topic: t, n: k})
 	}
-	slices.Sort(names)
-	return names, nil
+	slices.SortFunc(out, func(a, b parts) int { return strings.Compare(a.topic, b.topic) })
+	return out, nil
 }
 
-// topicOf returns the topic whose stream key is key (not a DLQ or another
-// key of the topic's).
-func topicOf(key string) (string, bool) {
+// topicOf returns the user topic and partition whose stream key is key
+// (not a DLQ or another key of the topic's).
+func topicOf(key string) (string, int, bool) {
 	t, ok := strings.CutPrefix(key, "sidecar:{")
 	if !ok {
-		return "", false
+		return "", 0, false
 	}
 	if t, ok = strings.CutSuffix(t, "}"); !ok || strings.ContainsAny(t, "{}") {
-		return "", false
+		return "", 0, false
 	}
-	if event.ValidateTopic(t) != nil || stream.Key(t) != key {
-		return "", false
+	topic, k, ok := partitionOf(t)
+	if !ok || event.ValidateTopic(topic) != nil || stream.Key(stream.PartitionTopic(topic, k)) != key {
+		return "", 0, false
 	}
-	return t, true
+	return topic, k, true
+}
+
+// partsTopic reads a topic: an unpartitioned one as it is, a partitioned
+// one partition by partition (a few at once), summed. A partition Redis
+// rejects (its key holds another type) is named in Error; the others count.
+func (h *Handler) partsTopic(ctx context.Context, p parts) (Topic, error) {
+	if !p.partitioned() {
+		t, err := h.topic(ctx, p.topic)
+		if err != nil && stream.IsRejected(err) {
+			t.Error, err = err.Error(), nil
+		}
+		return t, err
+	}
+	ts, errs := make([]Topic, p.n), make([]error, p.n)
+	sem := make(chan struct{}, 8)
+	var wg sync.WaitGroup
+	for k := range p.n {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			ts[k], errs[k] = h.topic(ctx, p.of(k))
+		})
+	}
+	wg.Wait()
+	sum := Topic{Topic: p.topic, Partitions: p.n, Groups: []Group{}}
+	at := map[string]int{} // group → its index in sum.Groups
+	var rejected []string
+	for k, t := range ts {
+		if err := errs[k]; err != nil {
+			if !stream.IsRejected(err) {
+				return sum, err
+			}
+			rejected = append(rejected, fmt.Sprintf("partition %d: %v", k, err))
+		}
+		sum.Length += t.Length
+		if t.Length > 0 {
+			if sum.FirstID == "" || idLess(t.FirstID, sum.FirstID) {
+				sum.FirstID = t.FirstID
+			}
+			sum.LastID = maxID(sum.LastID, t.LastID)
+		}
+		sum.DLQLength += t.DLQLength
+		for _, g := range t.Groups {
+			i, ok := at[g.Group]
+			if !ok {
+				at[g.Group] = len(sum.Groups)
+				sum.Groups = append(sum.Groups, Group{Group: g.Group, LastDeliveredID: g.LastDeliveredID})
+				i = len(sum.Groups) - 1
+			}
+			addGroup(&sum.Groups[i], g)
+		}
+	}
+	sum.Error = strings.Join(rejected, "; ")
+	return sum, nil
+}
+
+// addGroup adds one partition's figures of a group to the sum: counts
+// add up (unknown, -1, stays unknown), the consumers are those of the
+// partition that has most (the same sidecars read every partition), the
+// group is paused when any partition is (resume covers them all), and
+// its last delivered id is the latest.
+func addGroup(sum *Group, g Group) {
+	addCount := func(a *int64, b int64) {
+		if *a < 0 || b < 0 {
+			*a = -1
+			return
+		}
+		*a += b
+	}
+	addCount(&sum.Lag, g.Lag)
+	addCount(&sum.DLQLength, g.DLQLength)
+	sum.Pending += g.Pending
+	sum.Consumers = max(sum.Consumers, g.Consumers)
+	sum.Paused = sum.Paused || g.Paused
+	sum.LastDeliveredID = maxID(sum.LastDeliveredID, g.LastDeliveredID)
 }
 
 // topic reads one topic's stream, DLQ and groups.

@@ -757,9 +757,15 @@
     state.dlq.entries = state.dlq.entries.filter((x) => x.dlq_id !== dlqID);
   }
 
+  // A dead letter's id: partitions number their streams each on their
+  // own, so on a partitioned topic the id names its partition too.
+  function dlqRef(e) {
+    return e.partition === undefined || e.partition === null ? e.dlq_id : e.dlq_id + '@' + e.partition;
+  }
+
   function redriveOne(topic, e) {
     return withBusy('dlq:' + e.dlq_id, async () => {
-      const r = await api('POST', topicPath(topic) + '/dlq/redrive', { group: e.group, ids: [e.dlq_id] });
+      const r = await api('POST', topicPath(topic) + '/dlq/redrive', { group: e.group, ids: [dlqRef(e)] });
       dropEntry(e.dlq_id);
       if (!r.redriven) toast('info', 'That dead letter is gone already: redriven or purged meanwhile.');
       else toast('ok', (r.redriven === 1 ? 'Redriven to ' : 'Redriven ' + fmtInt(r.redriven) + ' to ') + e.group + ': event ' + e.id + ' is delivered again.');
@@ -770,7 +776,7 @@
     const ok = await confirmDialog('Purge this dead letter?', 'Event ' + e.id + ' of ' + e.group + ' is deleted for good; it will not be delivered.', 'Purge');
     if (!ok) return;
     await withBusy('dlq:' + e.dlq_id, async () => {
-      const r = await api('DELETE', topicPath(topic) + '/dlq?group=' + enc(e.group) + '&ids=' + enc(e.dlq_id));
+      const r = await api('DELETE', topicPath(topic) + '/dlq?group=' + enc(e.group) + '&ids=' + enc(dlqRef(e)));
       dropEntry(e.dlq_id);
       toast('ok', 'Purged ' + fmtInt(r.purged) + ' dead letter' + (r.purged === 1 ? '' : 's') + '.');
     });
