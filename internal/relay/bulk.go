@@ -2,10 +2,12 @@ package relay
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/fogis-sidecar/sidecar/internal/event"
+	"github.com/fogis-sidecar/sidecar/internal/spool"
 )
 
 // BatchLog is a Log that appends many events in one round trip.
@@ -79,10 +81,19 @@ func (r *Relay) PublishBatch(ctx context.Context, topics []string, evs []*event.
 			}
 		}
 	}
+	// Per topic, in order: one spool append (one fsync) for its events.
+	var order []string
+	byTopic := map[string][]int{}
 	for i := range evs {
 		if toSpool[i] {
-			rcs[i], errs[i] = r.toSpool(r.state(topics[i]), topics[i], evs[i], causes[i])
+			if _, seen := byTopic[topics[i]]; !seen {
+				order = append(order, topics[i])
+			}
+			byTopic[topics[i]] = append(byTopic[topics[i]], i)
 		}
+	}
+	for _, t := range order {
+		r.toSpoolBatch(t, byTopic[t], evs, causes, rcs, errs)
 	}
 	d := time.Since(start)
 	for i := range evs {
@@ -96,4 +107,61 @@ func (r *Relay) PublishBatch(ctx context.Context, topics []string, evs []*event.
 		r.opts.Observer.Published(topics[i], outcome, d)
 	}
 	return rcs, errs
+}
+
+// batchSpool is a Spool that appends many events of a topic durably at once.
+type batchSpool interface {
+	AppendBatch(topic string, evs []*event.Event, flags []byte) (int, error)
+}
+
+// toSpoolBatch spools the events at idx (all of topic), in order, as
+// toSpool would one by one, but made durable together.
+func (r *Relay) toSpoolBatch(topic string, idx []int, evs []*event.Event, causes []error, rcs []event.Receipt, errs []error) {
+	ts := r.state(topic)
+	bs, ok := r.spool.(batchSpool)
+	if !ok {
+		for _, i := range idx {
+			rcs[i], errs[i] = r.toSpool(ts, topic, evs[i], causes[i])
+		}
+		return
+	}
+	batch, flags, uncertain := make([]*event.Event, len(idx)), make([]byte, len(idx)), make([]bool, len(idx))
+	for n, i := range idx {
+		batch[n] = evs[i]
+		uncertain[n] = causes[i] != nil && r.opts.Uncertain(causes[i])
+		if uncertain[n] {
+			flags[n] = spool.FlagUncertain
+		}
+	}
+	ts.mu.RLock()
+	ts.spooling.Store(true) // under the lock, so the drainer cannot flip back past this append
+	written, err := bs.AppendBatch(topic, batch, flags)
+	ts.mu.RUnlock()
+	r.kick()
+	r.refusing.Store(err != nil)
+	for n, i := range idx {
+		if n < written {
+			r.spooled.Add(1)
+			rcs[i] = event.Receipt{ID: evs[i].ID, Topic: topic, Spooled: true}
+			continue
+		}
+		r.spoolErrors.Add(1)
+		errs[i] = spoolRefusal(err, causes[i], uncertain[n])
+	}
+}
+
+// spoolRefusal is the error for an event the spool could not take; cause
+// is the failed direct write that sent it there (nil: the topic was
+// spooling already), uncertain whether that write may have landed.
+func spoolRefusal(err, cause error, uncertain bool) error {
+	if uncertain {
+		// The write may have reached Redis (no confirmation came) and
+		// nothing records it here: it may yet be delivered. Saying "not
+		// accepted" would be a lie the publisher acts on.
+		return &Error{code: "outcome_unknown", err: fmt.Errorf("redis may have taken the event but did not confirm it (%v), and the spool could not record it (%w): it may or may not be delivered; retry with the same Idempotency-Key to make sure it is, once", cause, err)}
+	}
+	if errors.Is(err, spool.ErrFull) {
+		return &Error{code: "spool_full", err: fmt.Errorf("redis is unavailable and the spool is full: %w", err)}
+	}
+	return &Error{code: "unavailable", err: fmt.Errorf("redis is unavailable and the spool failed: %w", err)}
 }
