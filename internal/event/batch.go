@@ -9,6 +9,9 @@ import (
 	"maps"
 	"time"
 	"unicode/utf8"
+
+	sjson "github.com/segmentio/encoding/json"
+	"github.com/tidwall/gjson"
 )
 
 // Codes of a refused bulk publish, as the HTTP API names them.
@@ -46,6 +49,10 @@ func (e *BatchError) Unwrap() error { return e.Err }
 // Duplicate ids within one batch are accepted: the CloudEvents spec lets a
 // producer resend an event, and the receipts name each position anyway.
 func ParseCloudEventsBatch(body []byte, defaultSource string, now time.Time, maxEvents int, maxData int) ([]*Event, error) {
+	if evs, ok, err := parseBatchFast(body, defaultSource, now, maxEvents, maxData); ok {
+		return evs, err
+	}
+	// Not a valid JSON array: the decoder says precisely what is wrong.
 	var raws []json.RawMessage
 	if err := json.Unmarshal(body, &raws); err != nil {
 		var te *json.UnmarshalTypeError
@@ -104,7 +111,7 @@ func ParseNDJSON(body []byte, tmpl Event, maxEvents, maxData int) ([]*Event, err
 		}
 		// RFC 8259 §8.1: JSON text is UTF-8; json.Valid alone lets bad
 		// bytes inside strings through.
-		if !json.Valid(line) || !utf8.Valid(line) {
+		if !validJSON(line) || !utf8.Valid(line) {
 			return nil, &BatchError{Index: i, Code: CodeMalformedEvent, Err: fmt.Errorf("line %d is not JSON", lineNo)}
 		}
 		e := tmpl
@@ -194,7 +201,7 @@ func AppendStructured(b []byte, ev *Event) []byte {
 // JSON content type and a UTF-8 JSON text. JSON null cannot: the parser
 // takes a null data member as no data.
 func inlineJSON(ev *Event) bool {
-	return isJSONType(ev.ContentType) && json.Valid(ev.Data) && utf8.Valid(ev.Data) &&
+	return isJSONType(ev.ContentType) && validJSON(ev.Data) && utf8.Valid(ev.Data) &&
 		string(bytes.TrimSpace(ev.Data)) != "null"
 }
 
@@ -255,4 +262,62 @@ func appendJSONString(b []byte, s string) []byte {
 	}
 	b = append(b, s[start:]...)
 	return append(b, '"')
+}
+
+// validJSON is json.Valid, from segmentio/encoding: the same grammar,
+// about 3× faster — it runs over every byte of a bulk publish.
+func validJSON(b []byte) bool { return sjson.Valid(b) }
+
+// parseBatchFast parses a batch that is a valid JSON array in one pass
+// over its structure (gjson), rather than encoding/json's three (array of
+// raw values, then each event's members, each skipped again): a bulk
+// publish spends most of its CPU here. ok is false when the body is not
+// a valid JSON array; ParseCloudEventsBatch then reports why.
+func parseBatchFast(body []byte, defaultSource string, now time.Time, maxEvents, maxData int) (evs []*Event, ok bool, err error) {
+	if !validJSON(body) {
+		return nil, false, nil
+	}
+	arr := gjson.ParseBytes(body)
+	if !arr.IsArray() {
+		return nil, false, nil
+	}
+	n := 0
+	arr.ForEach(func(_, _ gjson.Result) bool { n++; return true })
+	if err := checkCount(n, maxEvents); err != nil {
+		return nil, true, err
+	}
+	evs = make([]*Event, 0, n)
+	arr.ForEach(func(_, el gjson.Result) bool {
+		i := len(evs)
+		e, perr := parseMembers(el, defaultSource, now)
+		if perr != nil {
+			err = &BatchError{Index: i, Code: CodeMalformedCloudEvent, Err: fmt.Errorf("%w: %v", ErrMalformedCloudEvent, perr)}
+			return false
+		}
+		if err = checkData(i, len(e.Data), maxData); err != nil {
+			return false
+		}
+		evs = append(evs, e)
+		return true
+	})
+	if err != nil {
+		return nil, true, err
+	}
+	return evs, true, nil
+}
+
+// parseMembers is parseStructured for one element of a valid batch.
+func parseMembers(el gjson.Result, defaultSource string, now time.Time) (*Event, error) {
+	if !utf8.ValidString(el.Raw) {
+		return nil, errors.New("the event is not valid UTF-8")
+	}
+	if !el.IsObject() {
+		return nil, errors.New("the event must be a JSON object")
+	}
+	members := make(map[string]json.RawMessage, 10)
+	el.ForEach(func(k, v gjson.Result) bool {
+		members[k.Str] = json.RawMessage(v.Raw) // a later duplicate wins, as in encoding/json
+		return true
+	})
+	return fromMembers(members, defaultSource, now)
 }

@@ -65,6 +65,12 @@ func parseStructured(body []byte, defaultSource string, now time.Time) (*Event, 
 	if members == nil {
 		return nil, errors.New("the event must be a JSON object")
 	}
+	return fromMembers(members, defaultSource, now)
+}
+
+// fromMembers builds the event from a structured event's top-level
+// members (raw JSON values, by name); it consumes members.
+func fromMembers(members map[string]json.RawMessage, defaultSource string, now time.Time) (*Event, error) {
 	var firstErr error
 	// str takes a string attribute out of members; null is absent.
 	str := func(name string) (string, bool) {
