@@ -88,10 +88,10 @@ func ParseCloudEventsBatch(body []byte, defaultSource string, now time.Time, max
 // a map of its own) with a fresh id, content type application/json and
 // tmpl's time. IdempotencyKey is left empty: one key on every event would
 // make all but the first duplicates; the caller gives each its own.
-// Index in a BatchError counts events, not lines. The events' data share
-// one copy of body.
+// Index in a BatchError counts events, not lines. The events' data are
+// slices of body, not copies: the caller hands body over and must not
+// change it afterwards.
 func ParseNDJSON(body []byte, tmpl Event, maxEvents, maxData int) ([]*Event, error) {
-	body = bytes.Clone(body)
 	var evs []*Event
 	for lineNo, rest := 1, body; len(rest) > 0; lineNo++ {
 		var line []byte

@@ -140,18 +140,15 @@ func TestParseNDJSON(t *testing.T) {
 				}
 			}
 			// Each event has its own extensions, and data that cannot grow
-			// into the next event's, nor change with the caller's buffer.
+			// into the next event's (the body itself is handed over).
 			evs[0].Extensions["region"] = "changed"
 			if tmpl.Extensions["region"] != "Skåne" || (len(evs) > 1 && evs[1].Extensions["region"] != "Skåne") {
 				t.Fatal("the events share an extensions map")
 			}
 			_ = append(evs[0].Data, 'X')
-			for i := range body {
-				body[i] = '#'
-			}
 			for i, e := range evs {
 				if string(e.Data) != tc.wantData[i] {
-					t.Fatalf("event %d: data changed to %q after an append to another or a write to the body", i, e.Data)
+					t.Fatalf("event %d: data changed to %q after an append to another", i, e.Data)
 				}
 			}
 		})
