@@ -2,12 +2,10 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"slices"
 	"strconv"
 	"sync"
@@ -97,12 +95,45 @@ func openLoop(rate int, d time.Duration, do func(seq int64) error) result {
 }
 
 // body is a 1 KiB-ish JSON event carrying its sequence number and send time.
-func body(size int, seq int64) []byte {
-	b := fmt.Appendf(make([]byte, 0, size), `{"seq":%d,"sent_ns":%d,"pad":"`, seq, time.Now().UnixNano())
-	for len(b) < size-2 {
-		b = append(b, 'x')
+func body(size int, seq int64) []byte { return keyedBody(size, seq, "") }
+
+// keyedBody is body with the event's partition key inside it too, so that
+// the sink checks per-key order against what the publisher meant, not
+// against whatever key the sidecar delivered.
+func keyedBody(size int, seq int64, key string) []byte {
+	return appendBody(make([]byte, 0, size), size, seq, key)
+}
+
+// appendBody appends keyedBody's bytes to b without fmt or a copy of its
+// own: a 100-event bulk request is built in one buffer, and the load
+// generator shares the CPUs with the sidecar it measures.
+func appendBody(b []byte, size int, seq int64, key string) []byte {
+	start := len(b)
+	b = append(b, `{"seq":`...)
+	b = strconv.AppendInt(b, seq, 10)
+	b = append(b, `,"sent_ns":`...)
+	b = strconv.AppendInt(b, time.Now().UnixNano(), 10)
+	b = append(b, ',')
+	if key != "" { // the bench's keys need no escaping
+		b = append(b, `"key":"`...)
+		b = append(b, key...)
+		b = append(b, `",`...)
+	}
+	b = append(b, `"pad":"`...)
+	if n := size - 2 - (len(b) - start); n > 0 {
+		b = append(b, padding(n)...)
 	}
 	return append(b, '"', '}')
+}
+
+// pad is the filler of bodies, appended at once rather than byte by byte.
+var pad = bytes.Repeat([]byte{'x'}, 1<<16)
+
+func padding(n int) []byte {
+	if n <= len(pad) {
+		return pad[:n]
+	}
+	return bytes.Repeat([]byte{'x'}, n)
 }
 
 func newClient(conns int) *http.Client {
@@ -127,126 +158,3 @@ func post(c *http.Client, url string, b []byte, want int) error {
 	}
 	return nil
 }
-
-// sink is the webhook receiver. It runs in a process of its own (the bench
-// binary started as "bench sink ADDR"), like the sidecar, so that the
-// plain-HTTP baseline crosses the same process boundary as the sidecar
-// path does. It counts events by seq and measures publish→webhook latency
-// from the sent_ns in the body; /stats reports, /reset clears.
-type sink struct {
-	url  string
-	proc *proc
-}
-
-// sinkState is the sink process's memory.
-type sinkState struct {
-	mu   sync.Mutex
-	seen map[int64]int
-	lat  []int64
-}
-
-// serveSink runs the sink process until killed.
-func serveSink(addr string) error {
-	st := &sinkState{seen: map[int64]int{}}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/hook", func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		now := time.Now()
-		seq, sent := field(b, `"seq":`), field(b, `"sent_ns":`)
-		st.mu.Lock()
-		st.seen[seq]++
-		st.lat = append(st.lat, now.UnixNano()-sent)
-		st.mu.Unlock()
-	})
-	mux.HandleFunc("/plain", func(w http.ResponseWriter, r *http.Request) { _, _ = io.Copy(io.Discard, r.Body) })
-	mux.HandleFunc("/reset", func(w http.ResponseWriter, r *http.Request) {
-		st.mu.Lock()
-		st.seen, st.lat = map[int64]int{}, nil
-		st.mu.Unlock()
-	})
-	mux.HandleFunc("/stats", func(w http.ResponseWriter, r *http.Request) {
-		st.mu.Lock()
-		defer st.mu.Unlock()
-		unique, dups := 0, 0
-		for _, n := range st.seen {
-			unique++
-			dups += n - 1
-		}
-		lat := st.lat
-		if r.URL.Query().Get("lat") != "1" {
-			lat = nil
-		}
-		_ = json.NewEncoder(w).Encode(sinkStats{Unique: unique, Dups: dups, Lat: lat})
-	})
-	return http.ListenAndServe(addr, mux)
-}
-
-type sinkStats struct {
-	Unique int     `json:"unique"`
-	Dups   int     `json:"dups"`
-	Lat    []int64 `json:"lat_ns,omitempty"`
-}
-
-func newSink(dir string) (*sink, error) {
-	self, err := os.Executable()
-	if err != nil {
-		return nil, err
-	}
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort())
-	p, err := start(dir, "sink", nil, self, "sink", addr)
-	if err != nil {
-		return nil, err
-	}
-	s := &sink{url: "http://" + addr, proc: p}
-	err = waitFor("sink", 10*time.Second, func() bool {
-		resp, err := http.Get(s.url + "/stats")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return true
-	})
-	return s, err
-}
-
-func field(b []byte, key string) int64 {
-	i := bytes.Index(b, []byte(key))
-	if i < 0 {
-		return -1
-	}
-	j := i + len(key)
-	k := j
-	for k < len(b) && b[k] >= '0' && b[k] <= '9' {
-		k++
-	}
-	n, _ := strconv.ParseInt(string(b[j:k]), 10, 64)
-	return n
-}
-
-func (s *sink) reset() {
-	if resp, err := http.Post(s.url+"/reset", "text/plain", nil); err == nil {
-		resp.Body.Close()
-	}
-}
-
-// counts returns unique events, duplicates, and (withLat) the sorted latencies.
-func (s *sink) stats(withLat bool) (unique, dups int, lat []time.Duration) {
-	u := s.url + "/stats"
-	if withLat {
-		u += "?lat=1"
-	}
-	resp, err := http.Get(u)
-	if err != nil {
-		return 0, 0, nil
-	}
-	defer resp.Body.Close()
-	var st sinkStats
-	_ = json.NewDecoder(resp.Body).Decode(&st)
-	for _, ns := range st.Lat {
-		lat = append(lat, time.Duration(ns))
-	}
-	slices.Sort(lat)
-	return st.Unique, st.Dups, lat
-}
-
-func (s *sink) counts() (unique, dups int, lat []time.Duration) { return s.stats(false) }

@@ -1,11 +1,14 @@
 // Command bench measures sidecar against its baselines in one run: raw XADD
 // and plain HTTP at the same concurrency, publish throughput and latency,
-// sidecar CPU per event and memory, end-to-end delivery, idle cost, and the
-// spool with Redis down. It starts its own redis-server, sidecars and
-// webhook sink on 127.0.0.1 and prints a Markdown report.
+// sidecar CPU per event and memory, bulk publish, end-to-end delivery
+// (single and batched), per-key ordering, a partitioned topic on a Redis
+// Cluster losing a master, idle cost, and the spool with Redis down. It
+// starts its own redis-server(s), sidecars and webhook sink on 127.0.0.1
+// and prints a Markdown report ending in a table of the targets met.
 //
-//	go run ./test/bench            # full run (about 3 minutes)
-//	go run ./test/bench --short    # quick run
+//	go run ./test/bench                          # full run (about 5 minutes)
+//	go run ./test/bench --short                  # quick run (under 2 minutes)
+//	go run ./test/bench --short --phases bulk,key # only some phases
 package main
 
 import (
@@ -17,6 +20,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -30,7 +34,12 @@ type options struct {
 	size     int
 	clients  []int
 	rate     int
+	phases   map[string]bool
 }
+
+// allPhases in the order they run: idle stops every other process and
+// spool stops Redis, so they come last.
+var allPhases = []string{"publish", "bulk", "e2e", "backlog", "batch", "key", "cluster", "idle", "spool"}
 
 func main() {
 	if len(os.Args) == 3 && os.Args[1] == "sink" {
@@ -54,10 +63,18 @@ func run(args []string, out io.Writer) error {
 	size := fs.Int("size", 1024, "event body size in bytes")
 	clients := fs.String("clients", "1,16,64", "publisher concurrencies")
 	rate := fs.Int("rate", 1000, "offered rate of the fixed-rate end-to-end phase (events/s)")
+	phases := fs.String("phases", strings.Join(allPhases, ","), "phases to run, comma-separated")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	o := options{duration: *dur, idle: *idle, size: *size, rate: *rate}
+	o := options{duration: *dur, idle: *idle, size: *size, rate: *rate, phases: map[string]bool{}}
+	for _, p := range strings.Split(*phases, ",") {
+		p = strings.TrimSpace(p)
+		if !slices.Contains(allPhases, p) {
+			return fmt.Errorf("--phases: unknown phase %q (known: %s)", p, strings.Join(allPhases, ","))
+		}
+		o.phases[p] = true
+	}
 	if *short {
 		o.duration, o.idle = 2*time.Second, 5*time.Second
 	}
@@ -80,7 +97,7 @@ func run(args []string, out io.Writer) error {
 	if err := build.Run(); err != nil {
 		return fmt.Errorf("build sidecar (run from the repository root): %w", err)
 	}
-	b := &bench{o: o, dir: dir, bin: bin, out: out}
+	b := &bench{o: o, dir: dir, bin: bin, out: out, plain: map[int]float64{}, m: newMeasured()}
 	defer b.cleanup()
 	return b.all()
 }
@@ -95,7 +112,8 @@ type bench struct {
 	redisAddr string
 	redis     *proc
 	sink      *sink
-	plain64   float64 // plain HTTP events/s at 64 clients, the delivery baseline
+	plain     map[int]float64 // plain HTTP requests/s by concurrency, the baselines
+	m         *measured       // what the targets table compares
 }
 
 func (b *bench) cleanup() {
@@ -105,12 +123,31 @@ func (b *bench) cleanup() {
 }
 
 func (b *bench) sidecar(name string, env ...string) (*proc, string, error) {
+	return b.sidecarOn("redis://"+b.redisAddr+"/0", name, env...)
+}
+
+// sidecarOn starts a sidecar on the Redis at redisURL.
+func (b *bench) sidecarOn(redisURL, name string, env ...string) (*proc, string, error) {
 	// Unbounded retention: a trimmed, never-read event would count as lost.
-	p, url, err := startSidecar(b.dir, name, b.bin, append([]string{"REDIS_URL=redis://" + b.redisAddr + "/0", "SIDECAR_RETENTION_MAX_LEN=0"}, env...)...)
+	p, url, err := startSidecar(b.dir, name, b.bin, append([]string{"REDIS_URL=" + redisURL, "SIDECAR_RETENTION_MAX_LEN=0"}, env...)...)
 	if p != nil {
 		b.procs = append(b.procs, p)
 	}
 	return p, url, err
+}
+
+// plainRate is plain HTTP requests/s to the sink at c clients: the publish
+// phase's figure when it measured c, else measured now.
+func (b *bench) plainRate(c int) float64 {
+	if r, ok := b.plain[c]; ok {
+		return r
+	}
+	hc := newClient(c)
+	r := closedLoop(c, b.o.duration, func(seq int64) error {
+		return post(hc, b.sink.url+"/plain", body(b.o.size, seq), 200)
+	})
+	b.plain[c] = r.rate()
+	return b.plain[c]
 }
 
 func (b *bench) printf(format string, a ...any) { fmt.Fprintf(b.out, format, a...) }
@@ -138,16 +175,25 @@ func (b *bench) all() error {
 	}
 	b.printf("# sidecar benchmark\n\n%s, %d CPUs (%s), %s; %d-byte JSON events; phases of %v; the webhook sink (also the plain-HTTP baseline's server) runs in its own process\n\n",
 		time.Now().UTC().Format("2006-01-02 15:04 UTC"), runtime.NumCPU(), cpuModel, runtime.Version(), b.o.size, b.o.duration)
-	if err := b.publish(); err != nil {
-		return err
+	run := map[string]func() error{"publish": b.publish, "bulk": b.bulk, "e2e": b.endToEnd, "backlog": b.backlog,
+		"batch": b.batchE2E, "key": b.keyOrder, "cluster": b.cluster, "idle": b.idleCost, "spool": b.spool}
+	var failed []string
+	for _, name := range allPhases {
+		if !b.o.phases[name] {
+			continue
+		}
+		if err := run[name](); err != nil {
+			// One broken phase must not hide the others' figures.
+			b.printf("\n**Phase %s failed: %v**\n\n", name, err)
+			failed = append(failed, name)
+			b.m.failed[name] = true
+		}
 	}
-	if err := b.endToEnd(); err != nil {
-		return err
+	b.targets()
+	if len(failed) > 0 {
+		return fmt.Errorf("phases failed: %s", strings.Join(failed, ", "))
 	}
-	if err := b.idleCost(); err != nil {
-		return err
-	}
-	return b.spool()
+	return nil
 }
 
 // publish: baselines and the sidecar's publish path at each concurrency.
@@ -176,18 +222,14 @@ func (b *bench) publish() error {
 			return post(sc, url+"/v1/publish/bench.publish", body(b.o.size, seq), 202)
 		})
 		cpu := cpuTime(pub.pid()) - cpu0
-		if c == 64 {
-			b.plain64 = plain.rate()
-		}
+		b.plain[c] = plain.rate()
+		b.m.publish[c] = side.rate() / plain.rate()
 		b.printf("| %d | %.0f | %.0f | %.0f | %.0f%% | %s | %s | %s | %s | %.0f | %.1f | %d |\n", c, xadd.rate(), plain.rate(), side.rate(),
 			100*side.rate()/plain.rate(), ms(side.pct(50)), ms(side.pct(90)), ms(side.pct(99)), ms(side.pct(100)),
 			float64(cpu.Microseconds())/float64(max(side.n, 1)), float64(memKB(pub.pid(), "VmHWM"))/1024, side.errors+xadd.errors+plain.errors)
 	}
 	b.printf("\nPublisher sidecar after the phases: RSS %.1f MB (private %.1f MB; the rest is the binary's shared file pages).\n\n",
 		float64(memKB(pub.pid(), "VmRSS"))/1024, float64(memKB(pub.pid(), "RssAnon"))/1024)
-	if b.plain64 == 0 {
-		b.plain64 = 1 // --clients without 64: no ratio
-	}
 	return nil
 }
 
@@ -231,10 +273,11 @@ func (b *bench) endToEnd() error {
 			lr := result{lat: lat}
 			b.printf("| %d | %s | %d | %.0f | %s | %s | %s | %d | %d |\n", conc, label, r.n, float64(u)/total.Seconds(),
 				ms(lr.pct(50)), ms(lr.pct(99)), ms(lr.pct(100)), r.n-int64(u), dups)
+			b.m.check(fmt.Sprintf("e2e c%d %s", conc, load), max(r.n-int64(u), 0), int64(dups), -1)
 		}
 	}
 	b.printf("\n")
-	return b.backlog()
+	return nil
 }
 
 // waitDelivered waits until the sink has n events, or until 10 s pass
@@ -258,7 +301,8 @@ func (b *bench) backlog() error {
 	rdb := redis.NewClient(&redis.Options{Addr: b.redisAddr})
 	defer rdb.Close()
 	n := int(20000 * b.o.duration / (10 * time.Second))
-	b.printf("| subscription concurrency | backlog | delivered/s (first to last webhook) | vs plain HTTP at 64 | lost | duplicated |\n|---|---|---|---|---|---|\n")
+	plain64 := b.plainRate(64)
+	b.printf("### Backlog (delivery alone: a subscriber drains events published beforehand)\n\n| subscription concurrency | backlog | delivered/s (first to last webhook) | vs plain HTTP at 64 | lost | duplicated |\n|---|---|---|---|---|---|\n")
 	for _, conc := range []int{1, 64} {
 		topic := fmt.Sprintf("bench.backlog.c%d", conc)
 		ctx := context.Background()
@@ -285,7 +329,8 @@ func (b *bench) backlog() error {
 		time.Sleep(300 * time.Millisecond)
 		u, dups, _ := b.sink.counts()
 		rate := float64(u) / took.Seconds()
-		b.printf("| %d | %d | %.0f | %.0f%% | %d | %d |\n", conc, n, rate, 100*rate/b.plain64, n-u, dups)
+		b.printf("| %d | %d | %.0f | %.0f%% | %d | %d |\n", conc, n, rate, 100*rate/plain64, n-u, dups)
+		b.m.check(fmt.Sprintf("backlog c%d", conc), int64(max(n-u, 0)), int64(dups), -1)
 	}
 	b.printf("\n")
 	return nil
@@ -342,7 +387,7 @@ func (b *bench) spool() error {
 	r := closedLoop(64, b.o.duration, func(seq int64) error {
 		return post(hc, url+"/v1/publish/bench.spool", body(b.o.size, seq), 202)
 	})
-	b.printf("## Spool (Redis down, 64 publishers)\n\n| spooled publishes/s | p50 ms | p99 ms | max ms | errors |\n|---|---|---|---|---|\n| %.0f | %s | %s | %s | %d |\n",
+	b.printf("## Spool (Redis down, 64 publishers)\n\n| spooled publishes/s | p50 ms | p99 ms | max ms | errors |\n|---|---|---|---|---|\n| %.0f | %s | %s | %s | %d |\n\n",
 		r.rate(), ms(r.pct(50)), ms(r.pct(99)), ms(r.pct(100)), r.errors)
 	return nil
 }
