@@ -6,11 +6,15 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"mime"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/rs/zerolog"
@@ -223,7 +227,7 @@ func (a *api) accept(ctx context.Context, w http.ResponseWriter, topic, fallback
 		writeRouteResponse(w, reply, resp)
 		return reply.Status, nil
 	}
-	writeJSON(w, http.StatusAccepted, resp)
+	writeReceipt(w, resp)
 	return http.StatusAccepted, nil
 }
 
@@ -251,7 +255,9 @@ func writeRouteResponse(w http.ResponseWriter, reply *RouteResponse, rc publishR
 // readEvent builds the event from the request: a structured CloudEvent, or
 // the body as data with attributes from ce-* headers (binary mode).
 func (a *api) readEvent(w http.ResponseWriter, r *http.Request, topic string) (*event.Event, int, string, error) {
-	if event.IsCloudEventsBatch(r.Header.Get("Content-Type")) {
+	ct := r.Header.Get("Content-Type")
+	kind := contentKindOf(ct)
+	if kind.batch {
 		// Only /v1/publish takes batches; a route answers for one event.
 		return nil, http.StatusUnsupportedMediaType, "batch_not_supported", errors.New("a route publishes one event per request; POST a batch (" + event.CloudEventsBatchContentType +
 			" or " + NDJSONContentType + ") to /v1/publish/{topic}")
@@ -264,13 +270,12 @@ func (a *api) readEvent(w http.ResponseWriter, r *http.Request, topic string) (*
 		}
 		return nil, http.StatusBadRequest, "bad_body", errors.New("reading body: " + err.Error())
 	}
-	ct := r.Header.Get("Content-Type")
 	// code is what a refused attribute is answered with: a CloudEvent
 	// (structured, or binary with ce-specversion) is malformed_cloudevent;
 	// a plain publish's optional ce-* headers are invalid_header.
 	code := "invalid_header"
 	var ev *event.Event
-	if event.IsStructuredCloudEvent(ct) {
+	if kind.structured {
 		code = "malformed_cloudevent"
 		ev, err = event.ParseStructuredCloudEvent(body, a.cfg.Service, a.now())
 		if err != nil {
@@ -283,7 +288,7 @@ func (a *api) readEvent(w http.ResponseWriter, r *http.Request, topic string) (*
 		}
 		if ev.ContentType == "" {
 			ev.ContentType = event.DefaultContentType
-		} else if err := event.ValidateContentType("Content-Type", ct); err != nil {
+		} else if err := kind.invalid; err != nil {
 			return nil, http.StatusBadRequest, "invalid_header", err
 		}
 		if code, err = readBinaryAttributes(r.Header, ev); err != nil {
@@ -373,6 +378,94 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// receiptBufs hold receipts being encoded: one buffer per concurrent
+// publish instead of one allocation per publish.
+var receiptBufs = sync.Pool{New: func() any { b := make([]byte, 0, 256); return &b }}
+
+// writeReceipt writes the 202 receipt: byte for byte what writeJSON
+// writes for rc, appended by hand (the hot path: no reflection, no
+// encoder allocation).
+func writeReceipt(w http.ResponseWriter, rc publishResponse) {
+	bp := receiptBufs.Get().(*[]byte)
+	b := append((*bp)[:0], `{"id":`...)
+	b = appendJSONString(b, rc.ID)
+	b = append(b, `,"topic":`...)
+	b = appendJSONString(b, rc.Topic)
+	if rc.StreamID != "" {
+		b = append(b, `,"stream_id":`...)
+		b = appendJSONString(b, rc.StreamID)
+	}
+	if rc.Spooled {
+		b = append(b, `,"spooled":true`...)
+	}
+	if rc.Fallback != "" {
+		b = append(b, `,"fallback":`...)
+		b = appendJSONString(b, rc.Fallback)
+	}
+	b = append(b, "}\n"...)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusAccepted)
+	_, _ = w.Write(b) // copied into the connection's buffer: b can be reused
+	*bp = b
+	receiptBufs.Put(bp)
+}
+
+// appendJSONString appends s as encoding/json encodes it. Ids, topics and
+// stream ids are plain ASCII; anything encoding/json would escape (quotes,
+// controls, <, >, &, non-ASCII) goes through encoding/json itself.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= utf8.RuneSelf || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s)
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}
+
+// contentKind is what a publish needs to know of its Content-Type value.
+type contentKind struct {
+	batch      bool  // a CloudEvents batch
+	ndjson     bool  // NDJSON (bulk)
+	structured bool  // a structured CloudEvent
+	invalid    error // why it is not a valid media type; nil for ""
+}
+
+// contentKinds remembers the kinds of the Content-Type values seen, so a
+// publish does not parse its header three times (publishers send the same
+// few values). Bounded: past maxContentKinds values, and for values over
+// maxContentKindLen bytes, a publish parses its own.
+var (
+	contentKinds  sync.Map // string → contentKind
+	contentKindsN atomic.Int32
+)
+
+const (
+	maxContentKinds   = 256
+	maxContentKindLen = 128
+)
+
+func contentKindOf(ct string) contentKind {
+	if k, ok := contentKinds.Load(ct); ok {
+		return k.(contentKind)
+	}
+	var k contentKind
+	if mt, _, err := mime.ParseMediaType(ct); err == nil {
+		k.batch, k.ndjson, k.structured = mt == event.CloudEventsBatchContentType, mt == NDJSONContentType, mt == event.CloudEventsContentType
+	}
+	if ct != "" {
+		k.invalid = event.ValidateContentType("Content-Type", ct)
+	}
+	if len(ct) <= maxContentKindLen && contentKindsN.Load() < maxContentKinds {
+		if _, loaded := contentKinds.LoadOrStore(ct, k); !loaded {
+			contentKindsN.Add(1)
+		}
+	}
+	return k
 }
 
 // NewServer returns an http.Server with timeouts, so a slow or half-sent

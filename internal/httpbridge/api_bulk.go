@@ -3,7 +3,6 @@ package httpbridge
 import (
 	"context"
 	"errors"
-	"mime"
 	"net/http"
 	"strconv"
 
@@ -29,12 +28,8 @@ const (
 
 // isBulk reports a bulk publish: a CloudEvents batch or NDJSON.
 func isBulk(r *http.Request) bool {
-	ct := r.Header.Get("Content-Type")
-	if event.IsCloudEventsBatch(ct) {
-		return true
-	}
-	mt, _, err := mime.ParseMediaType(ct)
-	return err == nil && mt == NDJSONContentType
+	k := contentKindOf(r.Header.Get("Content-Type"))
+	return k.batch || k.ndjson
 }
 
 // bulkItem is one event's line in a bulk answer: its receipt, or why it
