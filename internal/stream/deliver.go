@@ -110,6 +110,17 @@ func (s *Subscriber) prepare(dctx context.Context, j job, acks chan<- string) (e
 		s.deadLetter(dctx, []job{j}, nil, err, 0)
 		return nil, false, 0, false
 	}
+	// Read again from the pending history, yet delivered by this process
+	// already: its XACK was lost (written to a master that died before
+	// replicating it). Acknowledge it rather than deliver it twice. Only
+	// re-read entries: a seek replays entries as new reads, and delivers.
+	if j.reread && s.recent.has(j.id) {
+		acks <- j.id
+		s.deduplicated.Add(1)
+		s.cfg.Observer.Attempt(s.topic, s.cfg.Group, "deduplicated", 0)
+		s.log.Debug().Str("stream_id", j.id).Str("event_id", ev.ID).Msg("delivered by this process before, its acknowledgement lost; acknowledged again")
+		return nil, false, 0, false
+	}
 	// A redrive is an operator's explicit "deliver again": never deduplicated.
 	if !redrive && s.cfg.Dedup != nil && s.cfg.Dedup.Delivered(dctx, ev) {
 		acks <- j.id
@@ -197,6 +208,7 @@ func (s *Subscriber) delivered1(id string, ev *event.Event, took time.Duration, 
 		since = time.UnixMilli(ms)
 	}
 	s.cfg.Observer.Delivered(s.topic, s.cfg.Group, since)
+	s.recent.add(id)
 	s.delivered.Add(1)
 	s.mu.Lock()
 	s.lastDelivery = time.Now()
@@ -372,4 +384,45 @@ func (f *inflight) list() []string {
 		out = append(out, id)
 	}
 	return out
+}
+
+// recentDelivered bounds how many delivered entries a subscriber
+// remembers (about 64 bytes each): enough for the seconds a failover takes
+// at tens of thousands of deliveries a second.
+const recentDelivered = 1 << 16
+
+// recentSet is a bounded set of stream ids, the oldest forgotten first.
+type recentSet struct {
+	mu   sync.Mutex
+	max  int
+	ids  map[string]struct{}
+	ring []string
+	next int
+}
+
+func newRecentSet(max int) *recentSet {
+	return &recentSet{max: max, ids: make(map[string]struct{}), ring: make([]string, 0, min(max, 1024))}
+}
+
+func (r *recentSet) add(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.ids[id]; ok {
+		return
+	}
+	if len(r.ring) < r.max {
+		r.ring = append(r.ring, id)
+	} else {
+		delete(r.ids, r.ring[r.next])
+		r.ring[r.next] = id
+		r.next = (r.next + 1) % len(r.ring)
+	}
+	r.ids[id] = struct{}{}
+}
+
+func (r *recentSet) has(id string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.ids[id]
+	return ok
 }

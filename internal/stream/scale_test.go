@@ -10,6 +10,7 @@ import (
 	"github.com/fogis-sidecar/sidecar/internal/event"
 	"github.com/fogis-sidecar/sidecar/internal/eventually"
 	"github.com/fogis-sidecar/sidecar/internal/redistest"
+	"github.com/redis/go-redis/v9"
 )
 
 // keyRecorder records, per partition key, the arrival order and how many
@@ -274,4 +275,44 @@ func TestPartitionerRoutesARetryToItsKeysPartition(t *testing.T) {
 	if p.StreamTopic("plain", ev) != "plain" {
 		t.Fatal("an unpartitioned topic was partitioned")
 	}
+}
+
+// An entry this process delivered that comes back from its pending
+// history — its XACK lost, as when a master dies before replicating it —
+// is acknowledged, not delivered twice; a seek (new reads) still replays.
+func TestLostAcknowledgementIsNotASecondDelivery(t *testing.T) {
+	_, rdb, topic, p := setup(t, redistest.Start, "lostack", Retention{})
+	publishN(t, p, topic, 3)
+	rec := &recorder{}
+	sub := startSub(t, rdb, SubscriptionConfig{Topic: topic, PauseCheck: 100 * time.Millisecond}, rec)
+	eventually.True(t, 10*time.Second, "3 delivered", func() bool { return len(rec.deliveries()) == 3 })
+	ctx := context.Background()
+	eventually.True(t, 5*time.Second, "acknowledged", func() bool { return rdb.XPending(ctx, Key(topic), "g").Val().Count == 0 })
+
+	// Paused, so the subscriber reads nothing while the test puts the three
+	// back on its pending list, as a lost XACK leaves them.
+	if err := Pause(ctx, rdb, topic, "g", PauseInfo{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually.True(t, 2*time.Second, "the subscriber sees the pause", sub.pause.isOn)
+	settle(100 * time.Millisecond) // a read begun before the pause ends within PauseCheck
+	if err := rdb.XGroupSetID(ctx, Key(topic), "g", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "g", Consumer: "c1", Streams: []string{Key(topic), ">"}, Count: 10}).Val()[0].Messages); n != 3 {
+		t.Fatalf("re-pended %d entries", n)
+	}
+	if _, err := Resume(ctx, rdb, topic, "g"); err != nil {
+		t.Fatal(err)
+	}
+	eventually.True(t, 10*time.Second, "pending history settled", func() bool { return rdb.XPending(ctx, Key(topic), "g").Val().Count == 0 })
+	if n := len(rec.deliveries()); n != 3 || sub.Stats().Deduplicated != 3 {
+		t.Fatalf("%d deliveries, %d deduplicated: want 3 and 3", n, sub.Stats().Deduplicated)
+	}
+
+	// A seek back is an operator's replay: new reads, delivered again.
+	if err := rdb.XGroupSetID(ctx, Key(topic), "g", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	eventually.True(t, 10*time.Second, "replayed", func() bool { return len(rec.deliveries()) == 6 })
 }

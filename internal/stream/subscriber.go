@@ -128,7 +128,10 @@ type Subscriber struct {
 
 	running  atomic.Bool
 	inflight inflight
-	pause    *pauseFlag
+	// recent are entries this process delivered lately: one read again
+	// from the pending history was acknowledged, and its XACK lost.
+	recent *recentSet
+	pause  *pauseFlag
 	// setAside is set when a worker leaves an entry it was handed pending
 	// because the group was paused: the reader reads its own pending
 	// history again, in order, before anything new.
@@ -150,6 +153,10 @@ type job struct {
 	// (its delivery count): above 1 it was read before, by a process that
 	// died or a replica that was claimed from.
 	reads int64
+	// reread: it came from this consumer's pending history or a claim,
+	// not as a new entry: it may be one this process delivered whose
+	// XACK was lost (a failover to a replica that never saw the XACK).
+	reread bool
 }
 
 // NewSubscriber returns a Subscriber; Run starts it.
@@ -176,7 +183,7 @@ func NewSubscriber(rdb redis.UniversalClient, cfg SubscriptionConfig, h Handler,
 		cfg.BatchMax = 0
 	}
 	return &Subscriber{rdb: rdb, cfg: cfg, h: h, log: log, topic: BaseTopic(cfg.Topic),
-		inflight: inflight{ids: map[string]struct{}{}}, pause: newPauseFlag()}
+		inflight: inflight{ids: map[string]struct{}{}}, pause: newPauseFlag(), recent: newRecentSet(recentDelivered)}
 }
 
 // SetDedup sets the Deduper; call before Run.
@@ -502,7 +509,7 @@ func (s *Subscriber) read(ctx context.Context, dispatch func(job), tokens chan s
 			if !s.inflight.add(m.ID) {
 				continue // already being delivered here
 			}
-			dispatch(job{id: m.ID, values: m.Values, reads: reads[m.ID]}) // never blocks: a queue has a slot per token
+			dispatch(job{id: m.ID, values: m.Values, reads: reads[m.ID], reread: op != "xreadgroup"}) // never blocks: a queue has a slot per token
 			n--
 		}
 		release(tokens, n)
