@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -122,5 +123,21 @@ func TestBulkPublishPartialFailure(t *testing.T) {
 			a.Events[0].StreamID == "" || a.Events[2].ID == "" || !strings.Contains(a.Error, "event 1") {
 			t.Fatalf("%s: got %d %+v, want %d naming event 1", code, got, a, status)
 		}
+	}
+}
+
+// The hand-written bulk answer is byte for byte what encoding/json writes.
+func TestBulkReceiptsAsEncodingJSON(t *testing.T) {
+	items := []bulkItem{
+		{ID: "01M8CNEDGPY6KM4H2ST52P3MND", Topic: "orders", StreamID: "1795721475611-0"},
+		{ID: `a "quoted" <id>`, Topic: "orders", Spooled: true, Fallback: "delivered"},
+		{ID: "ordre-ö.1", Topic: "orders", StreamID: "1-1"},
+	}
+	rec := httptest.NewRecorder()
+	writeBulkReceipts(rec, items)
+	want := httptest.NewRecorder()
+	writeJSON(want, http.StatusAccepted, map[string]any{"events": items})
+	if rec.Body.String() != want.Body.String() || rec.Code != 202 || rec.Header().Get("Content-Type") != "application/json" {
+		t.Fatalf("got %d %q\nwant %q", rec.Code, rec.Body, want.Body)
 	}
 }
