@@ -32,7 +32,9 @@ Run:
   sidecar [settings…]           run the sidecar (sidecar --help lists every setting)
   sidecar check [--json]        deployment validation report (exit 0 only when READY)
   sidecar health                GET /healthz of the configured listen address (for HEALTHCHECK)
-  sidecar version               print the version
+  sidecar version               print the version (also --version)
+  sidecar config validate [settings…]   check the configuration offline (flags, env, --config file)
+  sidecar config print [settings…]      the effective configuration as YAML, secrets redacted
 
 Event log (clients of a running sidecar's admin API):
   sidecar topics                                   topics: length, DLQ, per group lag / pending / paused

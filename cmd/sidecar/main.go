@@ -71,9 +71,11 @@ func main() {
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) > 0 {
 		switch args[0] {
-		case "version":
+		case "version", "--version", "-version":
 			fmt.Fprintln(stdout, "sidecar", version)
 			return nil
+		case "config":
+			return configCmd(ctx, args[1:], getenv, stdout, stderr)
 		case "check":
 			return check(ctx, args[1:], getenv, stdout)
 		case "health":

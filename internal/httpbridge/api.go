@@ -75,7 +75,7 @@ func NewAPI(cfg APIConfig, pub Publisher, inbox Inbox, health http.Handler, log 
 	}
 	a := &api{cfg: cfg, pub: pub, inboxer: inbox, log: log, now: time.Now}
 	if cfg.Token != "" {
-		a.bearer = []byte("Bearer " + cfg.Token)
+		a.token = []byte(cfg.Token)
 	}
 	r := chi.NewRouter()
 	notFound := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
@@ -94,8 +94,10 @@ func NewAPI(cfg APIConfig, pub Publisher, inbox Inbox, health http.Handler, log 
 	}
 	r.NotFound(notFound.ServeHTTP)
 	r.MethodNotAllowed(notAllowed.ServeHTTP)
-	r.Method(http.MethodGet, "/healthz", health)
-	r.Method(http.MethodGet, "/readyz", health)
+	for _, m := range []string{http.MethodGet, http.MethodHead} {
+		r.Method(m, "/healthz", health)
+		r.Method(m, "/readyz", health)
+	}
 	// The inbox authenticates each delivery itself: the API token, or a
 	// signature alone (a peer sidecar may not know this sidecar's token).
 	r.Post("/v1/inbox/{topic}", a.inbox)
@@ -140,7 +142,7 @@ type api struct {
 	inboxer Inbox
 	log     zerolog.Logger
 	now     func() time.Time
-	bearer  []byte // "Bearer <token>", nil when no token is set
+	token   []byte // the API token, nil when none is set
 }
 
 // publishResponse is the 202 body: the receipt, and with a fallback
@@ -167,7 +169,12 @@ func (a *api) authenticate(next http.Handler) http.Handler {
 // tokenMatches reports whether the request carries the API token (compared
 // in constant time); false when no token is set.
 func (a *api) tokenMatches(r *http.Request) bool {
-	return a.bearer != nil && subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), a.bearer) == 1
+	if a.token == nil {
+		return false
+	}
+	// RFC 9110 §11.1: the scheme is case-insensitive ("bearer" too).
+	scheme, tok, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+	return strings.EqualFold(scheme, "Bearer") && subtle.ConstantTimeCompare([]byte(strings.TrimLeft(tok, " ")), a.token) == 1
 }
 
 // publish accepts one event for topic and answers with the receipt, or
