@@ -101,9 +101,17 @@ func Run(ctx context.Context, in Input) Report {
 	if err != nil {
 		add("Redis reachable", false, true, "%s: %v", in.RedisURL, err)
 	} else {
-		add("Redis reachable", true, true, "%s (%s, %.1f ms)", in.RedisURL, info.Version, float64(lat.Microseconds())/1000)
+		version := info.Version
+		if info.Embedded {
+			version = "embedded dev-mode server"
+		}
+		add("Redis reachable", true, true, "%s (%s, %.1f ms)", in.RedisURL, version, float64(lat.Microseconds())/1000)
 		checkRedis(ctx, in.Redis, info, add)
-		checkReplication(ctx, in.Redis, in.MinReplicas, add)
+		if info.Embedded {
+			add("Replication", false, false, "none: the embedded dev-mode server has no replicas")
+		} else {
+			checkReplication(ctx, in.Redis, in.MinReplicas, add)
+		}
 	}
 	// Asked even when Redis is unreachable: sentinels that do not know
 	// the master are a common reason for it.

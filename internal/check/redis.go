@@ -12,6 +12,11 @@ import (
 // checkRedis judges what INFO says of the server: version, eviction
 // policy, persistence and its durability, memory headroom.
 func checkRedis(ctx context.Context, rdb redis.UniversalClient, info health.RedisInfo, add addFunc) {
+	if info.Embedded {
+		add("Redis version", false, true, "an in-memory server without INFO sections (dev mode's embedded Redis, --dev): events vanish when it stops; run a real Redis ≥ 6.2 with appendonly yes")
+		add("Persistence", false, true, "none: the embedded dev-mode server keeps everything in memory")
+		return
+	}
 	switch {
 	case !health.VersionAtLeast(info.Version, 6, 2):
 		add("Redis version", false, true, "%s is older than 6.2: XAUTOCLAIM (claiming from dead replicas) is missing", info.Version)

@@ -22,6 +22,10 @@ type RedisInfo struct {
 	RDBSaves         bool   `json:"rdb_saves"` // a save schedule is configured
 	RDBLastBgsave    string `json:"rdb_last_bgsave_status,omitempty"`
 	RDBChangesUnsave int64  `json:"rdb_changes_since_last_save"`
+	// Embedded: the server reports no version, memory or persistence (it
+	// answers INFO only without sections): dev mode's in-memory server,
+	// not durable.
+	Embedded bool `json:"embedded_dev_server,omitempty"`
 }
 
 // Persistent reports whether Redis keeps data across a restart.
@@ -53,6 +57,12 @@ func (i RedisInfo) MemoryRatio() float64 {
 func ReadInfo(ctx context.Context, rdb redis.UniversalClient) (RedisInfo, error) {
 	raw, err := rdb.Info(ctx, "server", "memory", "persistence").Result()
 	if err != nil {
+		// A server that answers INFO only without sections (the embedded
+		// in-memory server --dev starts) has none of these facts: say so
+		// rather than fail, and let every judgement see "not persistent".
+		if all, err2 := rdb.Info(ctx).Result(); err2 == nil && !strings.Contains(all, "redis_version:") {
+			return RedisInfo{Embedded: true}, nil
+		}
 		return RedisInfo{}, fmt.Errorf("info: %w", err)
 	}
 	info := parseInfo(raw)

@@ -130,16 +130,25 @@ func ReadConsumer(ctx context.Context, rdb redis.UniversalClient, topic, group s
 		st.Error = err.Error()
 		return st
 	}
-	found := false
+	found, lastID, read := false, "", int64(0)
 	for _, g := range groups {
 		if g.Name == group {
 			found = true
-			st.Lag, st.Pending = g.Lag, g.Pending
+			st.Lag, st.Pending, lastID, read = g.Lag, g.Pending, g.LastDeliveredID, g.EntriesRead
 		}
 	}
 	if !found {
 		st.Error = "consumer group " + group + " does not exist (yet)"
 		return st
+	}
+	if st.Lag < 0 || (read == 0 && st.Lag > 0) {
+		// Redis < 7, a lag Redis cannot tell (after a deletion or a seek),
+		// or no entries-read count (the embedded dev-mode server, which
+		// reports the stream's length as lag): count the entries past the
+		// group's position, up to a bound; beyond it keep Redis's figure.
+		if n := countAfter(ctx, rdb, key, lastID); n >= 0 {
+			st.Lag = n
+		}
 	}
 	if st.Pending > 0 {
 		if p, err := rdb.XPending(ctx, key, group).Result(); err == nil {
@@ -156,6 +165,19 @@ func ReadConsumer(ctx context.Context, rdb redis.UniversalClient, topic, group s
 		st.Error = err.Error()
 	}
 	return st
+}
+
+// lagScan bounds the entries countAfter reads: a lag it cannot count
+// within it stays unknown (-1) rather than costing Redis a long scan.
+const lagScan = 10000
+
+// countAfter counts the entries after id, or -1 past lagScan or on error.
+func countAfter(ctx context.Context, rdb redis.UniversalClient, key, id string) int64 {
+	msgs, err := rdb.XRangeN(ctx, key, "("+id, "+", lagScan+1).Result()
+	if err != nil || len(msgs) > lagScan {
+		return -1
+	}
+	return int64(len(msgs))
 }
 
 func streamIDMillis(id string) int64 {
