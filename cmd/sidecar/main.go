@@ -435,7 +435,7 @@ func (h webhookHandler) Handle(ctx context.Context, d stream.Delivery) error {
 }
 
 func (h webhookHandler) HandleBatch(ctx context.Context, b stream.Batch) error {
-	return h.wh.DeliverBatch(ctx, b.Topic, b.Attempt, b.Events)
+	return h.wh.DeliverBatch(withRedrive(ctx, b.Redrive), b.Topic, b.Attempt, b.Events)
 }
 
 // configuredTopics are the topics the configuration names: subscribed,

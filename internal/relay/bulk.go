@@ -19,7 +19,9 @@ type BatchLog interface {
 // would one by one — to the stream, or to the spool for a topic whose
 // events wait there or that Redis does not take now — but with every
 // direct write in one round trip. Each event's receipt or error comes back
-// in its place; per topic the events keep their order.
+// in its place; per topic the events keep their order — unless Redis
+// refuses one command of the pipeline and takes a later one of the same
+// topic (then the refused event, spooled, lands after it).
 func (r *Relay) PublishBatch(ctx context.Context, topics []string, evs []*event.Event) ([]event.Receipt, []error) {
 	start := time.Now()
 	rcs, errs := make([]event.Receipt, len(evs)), make([]error, len(evs))

@@ -45,14 +45,17 @@ func (s *Subscriber) processBatch(ctx, dctx context.Context, js []job, acks chan
 		evs   []*event.Event
 		first = 1
 	)
-	flush := func() {
+	// flush delivers what is gathered as one batch; false when the
+	// subscriber stops or is paused meanwhile: what follows stays pending
+	// (read again, in order, after the resume or restart).
+	flush := func(redrive bool) bool {
 		if len(batch) == 0 {
-			return
+			return ctx.Err() == nil && !s.setAside.Load()
 		}
-		b, bevs := batch, evs
-		batch, evs = nil, nil
-		s.retry(ctx, dctx, first, bevs[0].ID, func(attempt int) error {
-			return s.h.(BatchHandler).HandleBatch(dctx, Batch{Topic: s.topic, Attempt: attempt, Events: bevs})
+		b, bevs, f := batch, evs, first
+		batch, evs, first = nil, nil, 1
+		s.retry(ctx, dctx, f, bevs[0].ID, func(attempt int) error {
+			return s.h.(BatchHandler).HandleBatch(dctx, Batch{Topic: s.topic, Attempt: attempt, Events: bevs, Redrive: redrive})
 		}, func(took time.Duration, attempt int) {
 			for i, j := range b {
 				acks <- j.id
@@ -61,24 +64,26 @@ func (s *Subscriber) processBatch(ctx, dctx context.Context, js []job, acks chan
 		}, func(err error, attempt int) {
 			s.deadLetter(dctx, b, bevs, err, attempt)
 		})
-		first = 1
+		return ctx.Err() == nil && !s.setAside.Load()
 	}
 	for _, j := range js {
-		if target, _ := j.values[FieldRedriveGroup].(string); target == s.cfg.Group {
-			flush()
-			if ctx.Err() != nil {
-				return
-			}
-			s.process(ctx, dctx, j, acks)
-			continue
+		target, _ := j.values[FieldRedriveGroup].(string)
+		if target == s.cfg.Group && !flush(false) {
+			return
 		}
-		ev, _, f, ok := s.prepare(dctx, j, acks)
+		ev, redrive, f, ok := s.prepare(dctx, j, acks)
 		if !ok {
 			continue
 		}
 		batch, evs, first = append(batch, j), append(evs, ev), max(first, f)
+		if redrive {
+			// An operator's redrive goes alone, flagged, in its place.
+			if !flush(true) {
+				return
+			}
+		}
 	}
-	flush()
+	flush(false)
 }
 
 // prepare settles an entry that needs no delivery — redriven for another
@@ -386,10 +391,10 @@ func (f *inflight) list() []string {
 	return out
 }
 
-// recentDelivered bounds how many delivered entries a subscriber
-// remembers (about 64 bytes each): enough for the seconds a failover takes
-// at tens of thousands of deliveries a second.
-const recentDelivered = 1 << 16
+// recentDelivered bounds how many delivered entries a subscriber (one
+// per partition) remembers, about 90 bytes each (1.4 MiB when full): the
+// XACKs a dying master loses are those of its last milliseconds.
+const recentDelivered = 1 << 14
 
 // recentSet is a bounded set of stream ids, the oldest forgotten first.
 type recentSet struct {
@@ -418,6 +423,12 @@ func (r *recentSet) add(id string) {
 		r.next = (r.next + 1) % len(r.ring)
 	}
 	r.ids[id] = struct{}{}
+}
+
+func (r *recentSet) forget(id string) {
+	r.mu.Lock()
+	delete(r.ids, id) // its ring slot stays until it is reused
+	r.mu.Unlock()
 }
 
 func (r *recentSet) has(id string) bool {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -82,6 +83,9 @@ type Batch struct {
 	Topic   string
 	Attempt int
 	Events  []*event.Event
+	// Redrive: a dead letter an operator sent back to this group (then
+	// the batch's only event).
+	Redrive bool
 }
 
 // Observer records delivery outcomes: delivered, retried, dead_lettered,
@@ -153,8 +157,8 @@ type job struct {
 	// (its delivery count): above 1 it was read before, by a process that
 	// died or a replica that was claimed from.
 	reads int64
-	// reread: it came from this consumer's pending history or a claim,
-	// not as a new entry: it may be one this process delivered whose
+	// reread: it came from this consumer's own pending history, not as a
+	// new entry nor a claim: it may be one this process delivered whose
 	// XACK was lost (a failover to a replica that never saw the XACK).
 	reread bool
 }
@@ -250,10 +254,14 @@ func (s *Subscriber) Run(ctx context.Context) error {
 	for i := range queues {
 		queues[i] = make(chan job, slots)
 	}
+	// The queue hash is not the partition hash: on a partitioned topic
+	// every key of this stream has the same partition hash mod N, and
+	// reusing it would leave all but C/gcd(N, C) workers idle.
+	seed := maphash.MakeSeed()
 	dispatch := func(j job) {
 		q := 0
 		if len(queues) > 1 {
-			q = PartitionOf(event.PartitionKeyOf(j.values), len(queues))
+			q = int(maphash.String(seed, event.PartitionKeyOf(j.values)) % uint64(len(queues)))
 		}
 		queues[q] <- j
 	}
@@ -509,7 +517,12 @@ func (s *Subscriber) read(ctx context.Context, dispatch func(job), tokens chan s
 			if !s.inflight.add(m.ID) {
 				continue // already being delivered here
 			}
-			dispatch(job{id: m.ID, values: m.Values, reads: reads[m.ID], reread: op != "xreadgroup"}) // never blocks: a queue has a slot per token
+			if op == "xreadgroup" {
+				// A new read of an entry delivered here before: the group
+				// was moved back (a seek) — an operator's replay, delivered.
+				s.recent.forget(m.ID)
+			}
+			dispatch(job{id: m.ID, values: m.Values, reads: reads[m.ID], reread: op == "xreadgroup pending"}) // never blocks: a queue has a slot per token
 			n--
 		}
 		release(tokens, n)
