@@ -11,9 +11,18 @@ import (
 // It appends the longest prefix that fits the bound and returns how many
 // that was, with ErrFull when not all did.
 func (s *Spool) AppendBatch(topic string, evs []*event.Event, flags []byte) (int, error) {
-	recs := make([][]byte, len(evs))
+	bins := make([][]byte, len(evs))
 	for i, ev := range evs {
-		recs[i] = appendRecord(nil, flags[i], event.AppendBinary(nil, topic, ev))
+		bins[i] = event.AppendBinary(nil, topic, ev)
+	}
+	return s.appendEncoded(bins, flags)
+}
+
+// appendEncoded is AppendBatch of events already encoded (AppendBinary).
+func (s *Spool) appendEncoded(bins [][]byte, flags []byte) (int, error) {
+	recs := make([][]byte, len(bins))
+	for i, b := range bins {
+		recs[i] = appendRecord(nil, flags[i], b)
 	}
 	s.mu.Lock()
 	n := 0
@@ -54,7 +63,7 @@ func (s *Spool) AppendBatch(topic string, evs []*event.Event, flags []byte) (int
 			return i, c.err
 		}
 	}
-	if n < len(evs) {
+	if n < len(bins) {
 		return n, fmt.Errorf("%w: %d of %d bytes used", ErrFull, used, s.opts.MaxBytes)
 	}
 	return n, nil
@@ -64,11 +73,15 @@ func (s *Spool) AppendBatch(topic string, evs []*event.Event, flags []byte) (int
 // order, durable together; it appends the longest prefix that fits the
 // shared bound and returns its length, with ErrFull when not all fit.
 func (s *Set) AppendBatch(topic string, evs []*event.Event, flags []byte) (int, error) {
-	sizes := make([]int64, len(evs))
+	// Encoded outside the lock every topic's appends share.
+	bins, sizes := make([][]byte, len(evs)), make([]int64, len(evs))
+	for i, ev := range evs {
+		bins[i] = event.AppendBinary(nil, topic, ev)
+		sizes[i] = int64(headerSize + len(bins[i]))
+	}
 	s.mu.Lock()
 	var fit, total int64
-	for i, ev := range evs {
-		sizes[i] = int64(headerSize + len(event.AppendBinary(nil, topic, ev)))
+	for i := range evs {
 		if s.bytes+total+sizes[i] > s.opts.MaxBytes {
 			break
 		}
@@ -97,7 +110,7 @@ func (s *Set) AppendBatch(topic string, evs []*event.Event, flags []byte) (int, 
 	s.inflight += total
 	used := s.bytes
 	s.mu.Unlock()
-	n, err := sp.AppendBatch(topic, evs[:fit], flags[:fit])
+	n, err := sp.appendEncoded(bins[:fit], flags[:fit])
 	var written int64
 	for _, sz := range sizes[:n] {
 		written += sz
