@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/fogis-sidecar/sidecar/internal/config"
 )
 
 func TestVersionFlagAndConfigCommands(t *testing.T) {
@@ -71,5 +73,19 @@ subscriptions:
 	var exit exitError
 	if err := run(ctx, []string{"config"}, noEnv, &out, &errOut); !errors.As(err, &exit) || exit.code != 2 {
 		t.Fatalf("bare config: %v", err)
+	}
+}
+
+// Console logs to a file or pipe carry no ANSI escape codes.
+func TestConsoleLogsWithoutColourWhenNotATerminal(t *testing.T) {
+	var buf bytes.Buffer
+	cfg := &config.Config{LogLevel: "info", LogFormat: "console", Service: "s"}
+	logger, err := newLogger(cfg, &buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logger.Warn().Str("topic", "t").Msg("hello")
+	if strings.Contains(buf.String(), "\x1b[") || !strings.Contains(buf.String(), "hello") {
+		t.Fatalf("console log to a buffer: %q", buf.String())
 	}
 }

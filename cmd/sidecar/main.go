@@ -116,11 +116,24 @@ func newLogger(cfg *config.Config, w io.Writer) (zerolog.Logger, error) {
 	if err != nil {
 		return zerolog.Nop(), fmt.Errorf("log.level: %w", err)
 	}
+	tty := isTerminal(w)
 	w = cfg.Redactor().Writer(w)
 	if cfg.LogFormat == "console" {
-		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339}
+		// Colour only for a person at a terminal (and not with NO_COLOR):
+		// escape codes in a file or a log collector are noise.
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339, NoColor: !tty || os.Getenv("NO_COLOR") != ""}
 	}
 	return zerolog.New(w).Level(lvl).With().Timestamp().Str("service", cfg.Service).Logger(), nil
+}
+
+// isTerminal reports whether w is a character device (a terminal).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
 func serve(ctx context.Context, cfg *config.Config, logger zerolog.Logger) error {
