@@ -4,6 +4,7 @@
 package config
 
 import (
+	"cmp"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -57,6 +58,11 @@ type Config struct {
 	// sidecar:{t#1}…); a topic not listed has one. Every sidecar of a
 	// topic must agree on it.
 	Partitions map[string]int
+
+	// from names where each setting given came from (YAML key → "env
+	// SIDECAR_…", "flag --…" or "config file …"), so an error names the
+	// setting one way — its YAML key — and where to change it.
+	from map[string]string
 }
 
 // Route makes the sidecar answer at an unmodified publisher's old URL:
@@ -166,9 +172,19 @@ func Load(args []string, getenv func(string) string, hostname string, out io.Wri
 	if setFlags["config"] {
 		path = *vals["config"]
 	}
+	c.from = map[string]string{}
 	if path != "" {
 		if err := applyFile(c, path, explicit); err != nil {
 			return nil, err
+		}
+		for k := range explicit {
+			c.from[k] = "config file " + path
+		}
+		for k, set := range map[string]bool{"subscriptions": len(c.Subscriptions) > 0, "routes": len(c.Routes) > 0,
+			"fallbacks": len(c.Fallbacks) > 0, "topics": len(c.Partitions) > 0} {
+			if set {
+				c.from[k] = "config file " + path
+			}
 		}
 	}
 	// Layers 2 and 3: environment, then flags, setting by setting.
@@ -179,19 +195,22 @@ func Load(args []string, getenv func(string) string, hostname string, out io.Wri
 		v, from, ok := "", "", false
 		if s.env != "" {
 			if ev, present := lookup(getenv, s.env); present {
-				v, from, ok = ev, s.env, true
+				v, from, ok = ev, "env "+s.env, true
 			}
 		}
 		if setFlags[s.key] {
-			v, from, ok = *vals[s.key], "--"+s.key, true
+			v, from, ok = *vals[s.key], "flag --"+s.key, true
 		}
 		if !ok {
 			continue
 		}
 		if err := s.apply(c, v); err != nil {
-			return nil, fmt.Errorf("%s: %w", from, err)
+			return nil, fmt.Errorf("%s (%s): %w", cmp.Or(s.yaml, s.key), from, err)
 		}
 		explicit[s.yaml] = true
+		if s.yaml != "" {
+			c.from[s.yaml] = from
+		}
 	}
 	if c.Retention.MaxAge > 0 {
 		if explicit["retention.max_len"] {
@@ -284,6 +303,9 @@ func ParseSubscribe(s string) ([]Subscription, error) {
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(name, format string, a ...any) {
+		if src := c.source(name); src != "" {
+			name += " (" + src + ")"
+		}
 		errs = append(errs, fmt.Errorf("%s: %s", name, fmt.Sprintf(format, a...)))
 	}
 	if c.Service == "" {
@@ -440,6 +462,23 @@ func (c *Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// source is where the setting name (a YAML path such as
+// subscriptions[0].url) or the nearest setting containing it came from;
+// "" for a default or when unknown.
+func (c *Config) source(name string) string {
+	for name != "" {
+		if src, ok := c.from[name]; ok {
+			return src
+		}
+		i := strings.LastIndexAny(name, ".[")
+		if i < 0 {
+			return ""
+		}
+		name = name[:i]
+	}
+	return ""
 }
 
 // UpstreamURL is Upstream parsed (Validate has checked it), or nil when unset.

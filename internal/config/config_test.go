@@ -307,3 +307,28 @@ subscriptions:
 		}
 	}
 }
+
+// Every error names the setting one way — its YAML key — and says where
+// the value came from.
+func TestErrorsNameTheYAMLKeyAndTheSource(t *testing.T) {
+	file := writeFile(t, "max_body: abc\n")
+	subs := writeFile(t, "subscriptions: [{topic: a, url: ftp://x/}]\n")
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{env: map[string]string{"SIDECAR_MAX_BODY": "abc"}, want: "max_body (env SIDECAR_MAX_BODY): "},
+		{args: []string{"--max-body", "abc"}, want: "max_body (flag --max-body): "},
+		{args: []string{"--config", file}, want: "max_body (config file " + file + "): "},
+		{env: map[string]string{"SIDECAR_LOG_LEVEL": "loud"}, want: "log.level (env SIDECAR_LOG_LEVEL): "},
+		{env: map[string]string{"SIDECAR_SUBSCRIBE": "bad topic=http://x/"}, want: "subscriptions[0].topic (env SIDECAR_SUBSCRIBE): "},
+		{env: map[string]string{"SIDECAR_PARTITIONS": "orders=0"}, want: "topics.orders.partitions (env SIDECAR_PARTITIONS): "},
+		{args: []string{"--config", subs}, want: "subscriptions[0].url (config file " + subs + "): "},
+	} {
+		_, err := Load(tc.args, envOf(tc.env), "h", io.Discard)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v %v: got %v, want an error naming %q", tc.args, tc.env, err, tc.want)
+		}
+	}
+}

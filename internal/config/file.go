@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -114,7 +115,7 @@ func applyFile(c *Config, path string, explicit map[string]bool) error {
 			continue
 		}
 		if err := s.apply(c, *v); err != nil {
-			return fmt.Errorf("config file %s: %s: %w", path, s.yaml, err)
+			return fmt.Errorf("%s (config file %s): %w", s.yaml, path, err)
 		}
 		explicit[s.yaml] = true
 	}
@@ -152,7 +153,8 @@ func applyFile(c *Config, path string, explicit map[string]bool) error {
 	for i, fs := range fc.Subscriptions {
 		sub, err := fs.toSubscription()
 		if err != nil {
-			return fmt.Errorf("config file %s: subscriptions[%d].%w", path, i, err)
+			field, msg, _ := strings.Cut(err.Error(), ": ")
+			return fmt.Errorf("subscriptions[%d].%s (config file %s): %s", i, field, path, msg)
 		}
 		c.Subscriptions = append(c.Subscriptions, sub)
 	}
