@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/fogis-sidecar/sidecar/internal/config"
 )
@@ -87,5 +88,18 @@ func TestConsoleLogsWithoutColourWhenNotATerminal(t *testing.T) {
 	logger.Warn().Str("topic", "t").Msg("hello")
 	if strings.Contains(buf.String(), "\x1b[") || !strings.Contains(buf.String(), "hello") {
 		t.Fatalf("console log to a buffer: %q", buf.String())
+	}
+}
+
+// Durations in the logs carry their unit.
+func TestLogDurationsCarryTheirUnit(t *testing.T) {
+	var buf bytes.Buffer
+	logger, err := newLogger(&config.Config{LogLevel: "info", LogFormat: "json", Service: "s"}, &buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logger.Info().Dur("wait", 1500*time.Millisecond).Msg("retrying")
+	if !strings.Contains(buf.String(), `"wait":"1.5s"`) {
+		t.Fatalf("log line %s", buf.String())
 	}
 }

@@ -116,6 +116,9 @@ func newLogger(cfg *config.Config, w io.Writer) (zerolog.Logger, error) {
 	if err != nil {
 		return zerolog.Nop(), fmt.Errorf("log.level: %w", err)
 	}
+	// Durations as "1.5s", "250ms": a bare number leaves the reader to
+	// guess its unit.
+	zerolog.DurationFieldFormat = zerolog.DurationFormatString
 	tty := isTerminal(w)
 	w = cfg.Redactor().Writer(w)
 	if cfg.LogFormat == "console" {
