@@ -46,8 +46,19 @@ import (
 	"github.com/fogis-sidecar/sidecar/internal/tracing"
 )
 
-// version is set at build time: -ldflags "-X main.version=…".
+// version is set at build time: -ldflags "-X main.version=…"; a binary
+// built by `go install …@vX.Y.Z` reports its module version instead.
+// (-X needs a plain string constant here, so main applies that.)
 var version = "dev"
+
+// moduleVersion is the main module's version from the build info when it
+// is a release (not "(devel)"), else def.
+func moduleVersion(def string) string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return def
+}
 
 func main() {
 	// The sidecar's heap is small and short-lived (per-request buffers): a
@@ -55,6 +66,9 @@ func main() {
 	// (docs/benchmarks.md). An explicit GOGC still wins.
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(200)
+	}
+	if version == "dev" {
+		version = moduleVersion(version)
 	}
 	err := run(context.Background(), os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
 	var exit exitError
