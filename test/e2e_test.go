@@ -314,9 +314,15 @@ func TestTwoReplicasShareTheGroupAndClaimFromADeadOne(t *testing.T) {
 	if dups > 1 {
 		t.Fatalf("got %d duplicates, want at most 1", dups)
 	}
-	p, err := redis.Client(t).XPending(context.Background(), "sidecar:{"+topic+"}", "calendar").Result()
-	if err != nil || p.Count != 0 {
-		t.Fatalf("pending after the claim: %+v, %v; want none", p, err)
+	// The last entry a had in flight may be delivered already (a counts
+	// it above) yet still pending on a: b claims it once it has been idle
+	// for the claim timeout, one scan at a time.
+	eventually.True(t, 15*time.Second, "nothing left pending on the dead replica", func() bool {
+		p, err := redis.Client(t).XPending(context.Background(), "sidecar:{"+topic+"}", "calendar").Result()
+		return err == nil && p.Count == 0
+	})
+	if got := len(rc.all()) - n; got > 1 {
+		t.Fatalf("got %d duplicates once the claims were done, want at most 1", got)
 	}
 	all := rc.all()
 	t.Logf("measured: %d events over 2 replicas, one SIGKILLed after ≥40 deliveries; its stranded entries were claimed by the other (claim timeout 2 s); all delivered %v after the kill; 0 lost, %d duplicated",
