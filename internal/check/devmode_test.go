@@ -2,28 +2,17 @@ package check
 
 import (
 	"context"
-	"fmt"
 	"strings"
 	"testing"
 
-	"github.com/redis/go-redis/v9"
-
-	"github.com/fogis-sidecar/sidecar/internal/devredis"
 	"github.com/fogis-sidecar/sidecar/internal/redistest"
 )
 
 // Against dev mode's embedded server the report says what it is — not
 // durable, no replicas — instead of INFO's "wrong number of arguments".
 func TestCheckAgainstTheEmbeddedDevServer(t *testing.T) {
-	addr := fmt.Sprintf("127.0.0.1:%d", redistest.FreePort(t))
-	m, err := devredis.StartIfAbsent(addr)
-	if err != nil || m == nil {
-		t.Fatalf("embedded server: %v", err)
-	}
-	defer m.Close()
-	rdb := redis.NewClient(&redis.Options{Addr: addr})
-	defer rdb.Close()
-	rep := Run(context.Background(), Input{RedisURL: "redis://" + addr, Redis: rdb, MinReplicas: -1, SpoolDir: t.TempDir(), SpoolMaxBytes: 1 << 20})
+	rdb := redistest.StartDevServer(t)
+	rep := Run(context.Background(), Input{RedisURL: "redis://" + rdb.Options().Addr, Redis: rdb, MinReplicas: -1, SpoolDir: t.TempDir(), SpoolMaxBytes: 1 << 20})
 	got := map[string]Result{}
 	for _, c := range rep.Checks {
 		got[c.Name] = c

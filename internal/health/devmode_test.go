@@ -2,12 +2,10 @@ package health
 
 import (
 	"context"
-	"fmt"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/fogis-sidecar/sidecar/internal/devredis"
 	"github.com/fogis-sidecar/sidecar/internal/redistest"
 )
 
@@ -15,14 +13,7 @@ import (
 // reports a stream's length as a group's lag: status must still say what
 // it is and how far the group is behind.
 func TestEmbeddedDevServerInfoAndLag(t *testing.T) {
-	addr := fmt.Sprintf("127.0.0.1:%d", redistest.FreePort(t))
-	m, err := devredis.StartIfAbsent(addr)
-	if err != nil || m == nil {
-		t.Fatalf("embedded server: %v", err)
-	}
-	defer m.Close()
-	rdb := redis.NewClient(&redis.Options{Addr: addr})
-	defer rdb.Close()
+	rdb := redistest.StartDevServer(t)
 	ctx := context.Background()
 	info, err := ReadInfo(ctx, rdb)
 	if err != nil || !info.Embedded || info.Persistent() {

@@ -396,27 +396,34 @@ var receiptBufs = sync.Pool{New: func() any { b := make([]byte, 0, 256); return 
 // encoder allocation).
 func writeReceipt(w http.ResponseWriter, rc publishResponse) {
 	bp := receiptBufs.Get().(*[]byte)
-	b := append((*bp)[:0], `{"id":`...)
-	b = appendJSONString(b, rc.ID)
-	b = append(b, `,"topic":`...)
-	b = appendJSONString(b, rc.Topic)
-	if rc.StreamID != "" {
-		b = append(b, `,"stream_id":`...)
-		b = appendJSONString(b, rc.StreamID)
-	}
-	if rc.Spooled {
-		b = append(b, `,"spooled":true`...)
-	}
-	if rc.Fallback != "" {
-		b = append(b, `,"fallback":`...)
-		b = appendJSONString(b, rc.Fallback)
-	}
-	b = append(b, "}\n"...)
+	b := appendReceipt((*bp)[:0], rc.ID, rc.Topic, rc.StreamID, rc.Spooled, rc.Fallback)
+	b = append(b, '\n')
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusAccepted)
 	_, _ = w.Write(b) // copied into the connection's buffer: b can be reused
 	*bp = b
 	receiptBufs.Put(bp)
+}
+
+// appendReceipt appends one receipt object as encoding/json encodes a
+// publishResponse (or a bulk answer's item): empty members left out.
+func appendReceipt(b []byte, id, topic, streamID string, spooled bool, fallback string) []byte {
+	b = append(b, `{"id":`...)
+	b = appendJSONString(b, id)
+	b = append(b, `,"topic":`...)
+	b = appendJSONString(b, topic)
+	if streamID != "" {
+		b = append(b, `,"stream_id":`...)
+		b = appendJSONString(b, streamID)
+	}
+	if spooled {
+		b = append(b, `,"spooled":true`...)
+	}
+	if fallback != "" {
+		b = append(b, `,"fallback":`...)
+		b = appendJSONString(b, fallback)
+	}
+	return append(b, '}')
 }
 
 // appendJSONString appends s as encoding/json encodes it. Ids, topics and

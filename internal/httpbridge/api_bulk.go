@@ -116,22 +116,7 @@ func writeBulkReceipts(w http.ResponseWriter, items []bulkItem) {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = append(b, `{"id":`...)
-		b = appendJSONString(b, it.ID)
-		b = append(b, `,"topic":`...)
-		b = appendJSONString(b, it.Topic)
-		if it.StreamID != "" {
-			b = append(b, `,"stream_id":`...)
-			b = appendJSONString(b, it.StreamID)
-		}
-		if it.Spooled {
-			b = append(b, `,"spooled":true`...)
-		}
-		if it.Fallback != "" {
-			b = append(b, `,"fallback":`...)
-			b = appendJSONString(b, it.Fallback)
-		}
-		b = append(b, '}')
+		b = appendReceipt(b, it.ID, it.Topic, it.StreamID, it.Spooled, it.Fallback)
 	}
 	b = append(b, "]}\n"...)
 	w.Header().Set("Content-Type", "application/json")

@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
+
+	"github.com/fogis-sidecar/sidecar/internal/devredis"
 	"github.com/ory/dockertest/v3"
 	"github.com/redis/go-redis/v9"
 )
@@ -270,4 +272,19 @@ func startDocker(t testing.TB) *Server {
 		t.Fatalf("redis container on %s: %v", addr, err)
 	}
 	return s
+}
+
+// StartDevServer starts dev mode's embedded server (what `sidecar --dev`
+// runs when nothing answers) on a free port and returns a client of it;
+// both stop when the test ends.
+func StartDevServer(t testing.TB) *redis.Client {
+	t.Helper()
+	addr := fmt.Sprintf("127.0.0.1:%d", FreePort(t))
+	m, err := devredis.StartIfAbsent(addr)
+	if err != nil || m == nil {
+		t.Fatalf("embedded dev server on %s: %v", addr, err)
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { rdb.Close(); m.Close() })
+	return rdb
 }
