@@ -316,3 +316,28 @@ func TestLostAcknowledgementIsNotASecondDelivery(t *testing.T) {
 	}
 	eventually.True(t, 10*time.Second, "replayed", func() bool { return len(rec.deliveries()) == 6 })
 }
+
+// A dead replica's entries are claimed a batch at a time on a batched
+// subscription, not one entry per claim.
+func TestBatchedSubscriptionClaimsInBatches(t *testing.T) {
+	_, rdb, topic, p := setup(t, redistest.Start, "batchclaim", Retention{})
+	publishN(t, p, topic, 30)
+	ctx := context.Background()
+	rdb.XGroupCreateMkStream(ctx, Key(topic), "g", "0")
+	if n := len(rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "g", Consumer: "dead", Streams: []string{Key(topic), ">"}, Count: 30}).Val()[0].Messages); n != 30 {
+		t.Fatalf("the dead replica read %d", n)
+	}
+	rec := &batchRecorder{}
+	startSub(t, rdb, SubscriptionConfig{Topic: topic, BatchMax: 10, ClaimTimeout: 200 * time.Millisecond}, rec)
+	eventually.True(t, 15*time.Second, "30 delivered", func() bool { _, d := rec.events(); return len(d) == 30 })
+	batches, data := rec.events()
+	for i, d := range data {
+		if want := fmt.Sprintf("event-%03d", i); d != want {
+			t.Fatalf("event %d is %s, want %s", i, d, want)
+		}
+	}
+	if batches > 6 {
+		t.Fatalf("30 claimed events went out in %d batches (max_events 10): claimed one by one", batches)
+	}
+	t.Logf("30 claimed events in %d batches", batches)
+}

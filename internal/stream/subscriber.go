@@ -462,7 +462,10 @@ func (s *Subscriber) read(ctx context.Context, dispatch func(job), tokens chan s
 			}
 		case time.Now().After(nextClaim) && s.idleWorkers.Load() > 0:
 			op = "xautoclaim"
-			msgs, claimCursor, err = s.autoClaim(ctx, key, claimCursor, min(n, int(s.idleWorkers.Load())))
+			// As many as the idle workers take at once: a batch each
+			// with batched delivery (else a dead replica's backlog
+			// would go out in batches of one).
+			msgs, claimCursor, err = s.autoClaim(ctx, key, claimCursor, min(n, int(s.idleWorkers.Load())*max(s.cfg.BatchMax, 1)))
 			if err == nil && claimCursor == "0-0" {
 				nextClaim = time.Now().Add(claimEvery)
 			}
