@@ -476,9 +476,11 @@ func trimArgs(kind, threshold string, native bool) []string {
 // created, between the read and the trim. A group created afterwards, even
 // at "0", starts from what is left; what was removed had been acknowledged
 // by every group that existed, and a group that did not exist had no claim
-// on it — the same as with any retention. Group lag / entries-read are not
-// used: Redis reports them as unknown after deletions, and the pending list
-// and last-delivered-id are exact.
+// on it — the same as with any retention. The safe point comes from the
+// pending list and last-delivered-id, which are exact; a group's lag is used
+// only when Redis reports one (it reports none when it cannot tell, e.g.
+// after deletions), to see cheaply that a plain MAXLEN trim stays clear of
+// every group's first unacknowledged entry.
 //
 // KEYS[1] stream. ARGV[1] mode ("computed" | "native"), ARGV[2] kind
 // ("MAXLEN" | "MINID"), ARGV[3] threshold (count, or "<ms>-0"), ARGV[4] scan
@@ -508,6 +510,12 @@ local len = redis.call('XLEN', key)
 local head = redis.call('XRANGE', key, '-', '+', 'COUNT', 1)
 local groups = redis.call('XINFO', 'GROUPS', key)
 local safe, slowest = nil, ''
+-- tail: the most entries any group still needs (its first unacknowledged
+-- one and all after it), when every group's is known: its lag (exact when
+-- Redis reports one) plus its pending span. When tail <= the MAXLEN
+-- target, a plain trim to the target cannot reach any of them, and the
+-- cut need not be found by stepping over the entries below it.
+local tail, known = 0, true
 for _, g in ipairs(groups) do
   local f = {}
   for i = 1, #g, 2 do f[g[i]] = g[i + 1] end
@@ -522,6 +530,19 @@ for _, g in ipairs(groups) do
       local p = redis.call('XPENDING', key, f['name'], head[1][1], '+', 1)
       first = p[1] and p[1][1]
     end
+  end
+  local lag = tonumber(f['lag'])
+  if known and kind == 'MAXLEN' and lag and lag <= tonumber(threshold) then
+    local need = lag
+    if first then
+      -- Only whether the span fits what the target leaves matters.
+      local room = math.min(budget, tonumber(threshold) - lag)
+      local span = redis.call('XRANGE', key, first, f['last-delivered-id'], 'COUNT', room + 1)
+      if #span > room then known = false else need = need + #span end
+    end
+    if need > tail then tail = need end
+  else
+    known = false
   end
   if not first then
     -- Nothing pending: everything up to last-delivered-id is acknowledged;
@@ -538,7 +559,7 @@ if kind == 'MAXLEN' then
   local target = tonumber(threshold)
   local excess = len - target
   if excess > 0 then
-    if safe == nil then
+    if safe == nil or (known and tail <= target) then
       plain = true
     else
       -- The oldest k+1 entries at or below the safe point. If there are
