@@ -63,7 +63,7 @@ func effective(c *config.Config) map[string]any {
 		"webhook_secret":     secret(c.WebhookSecret),
 		"log":                map[string]any{"level": c.LogLevel, "format": c.LogFormat},
 		"max_body":           c.MaxBody,
-		"retention":          map[string]any{"max_len": c.Retention.MaxLen, "max_age": c.Retention.MaxAge.String(), "interval": c.Retention.Interval.String()},
+		"retention":          retention(c.Retention),
 		"publish_timeout":    c.PublishTimeout.String(),
 		"shutdown_grace":     c.ShutdownGrace.String(),
 		"claim_timeout":      c.ClaimTimeout.String(),
@@ -115,5 +115,17 @@ func effective(c *config.Config) map[string]any {
 		subs = append(subs, sub)
 	}
 	m["subscriptions"] = subs
+	return m
+}
+
+// retention is the one retention limit in force (max_age replaces
+// max_len: printing both would not load again) and the interval.
+func retention(r config.Retention) map[string]any {
+	m := map[string]any{"interval": r.Interval.String()}
+	if r.MaxAge > 0 {
+		m["max_age"] = r.MaxAge.String()
+	} else {
+		m["max_len"] = r.MaxLen
+	}
 	return m
 }

@@ -213,14 +213,26 @@ func Load(args []string, getenv func(string) string, hostname string, out io.Wri
 		}
 	}
 	if c.Retention.MaxAge > 0 {
-		if explicit["retention.max_len"] {
-			return nil, errors.New("retention: set either retention.max_len or retention.max_age, not both")
+		// Both given: the higher layer (flag > env > file) wins, as for any
+		// setting; in one layer they contradict each other.
+		lenFrom, ageFrom := c.from["retention.max_len"], c.from["retention.max_age"]
+		switch {
+		case !explicit["retention.max_len"] || layer(ageFrom) > layer(lenFrom):
+			c.Retention.MaxLen = 0
+		case layer(lenFrom) > layer(ageFrom):
+			c.Retention.MaxAge = 0
+		default:
+			return nil, fmt.Errorf("retention (%s): set either retention.max_len or retention.max_age, not both", ageFrom)
 		}
-		c.Retention.MaxLen = 0
 	}
 	for i := range c.Subscriptions {
 		if c.Subscriptions[i].Group == "" {
 			c.Subscriptions[i].Group = c.Service
+			src := "defaults to service"
+			if from := c.from["service"]; from != "" {
+				src += ", " + from
+			}
+			c.from[fmt.Sprintf("subscriptions[%d].group", i)] = src
 		}
 	}
 	if err := c.Validate(); err != nil {
@@ -309,12 +321,12 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("%s: %s", name, fmt.Sprintf(format, a...)))
 	}
 	if c.Service == "" {
-		bad("service", "must not be empty (SIDECAR_SERVICE)")
+		bad("service", "must not be empty")
 	} else if err := event.ValidateTopic(c.Service); err != nil {
 		bad("service", "%q must match the topic pattern (it names the consumer group)", c.Service)
 	}
 	if c.Consumer == "" {
-		bad("consumer", "must not be empty (SIDECAR_CONSUMER)")
+		bad("consumer", "must not be empty")
 	}
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		bad("listen", "%q is not host:port: %v", c.Listen, err)
@@ -332,9 +344,14 @@ func (c *Config) Validate() error {
 	if _, err := ParseRedisURL(c.RedisURL); err != nil {
 		bad("redis.url", "%v", err)
 	}
+	if c.APIToken != "" && strings.IndexFunc(c.APIToken, func(r rune) bool { return r <= ' ' || r == 0x7f }) >= 0 {
+		// A client cannot send such a token (a Secret read from a file
+		// often ends in a newline): no request would ever authenticate.
+		bad("api_token", "contains whitespace or control characters (a trailing newline?); no client could send it")
+	}
 	if c.WebhookSecret != "" {
 		if _, err := DecodeWebhookSecret(c.WebhookSecret); err != nil {
-			bad("webhook_secret", "%v (SIDECAR_WEBHOOK_SECRET)", err)
+			bad("webhook_secret", "%v", err)
 		}
 	}
 	if !oneOf(c.LogLevel, "trace", "debug", "info", "warn", "error") {
@@ -462,6 +479,19 @@ func (c *Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// layer ranks where a setting came from: flag > env > file > default.
+func layer(from string) int {
+	switch {
+	case strings.HasPrefix(from, "flag "):
+		return 3
+	case strings.HasPrefix(from, "env "):
+		return 2
+	case strings.HasPrefix(from, "config file "):
+		return 1
+	}
+	return 0
 }
 
 // source is where the setting name (a YAML path such as

@@ -37,6 +37,10 @@ func RedactURL(raw string) string {
 			u.User = url.User(redacted)
 		}
 	}
+	if seg := pathSecret(u); seg != "" {
+		u.Path = strings.TrimSuffix(u.Path, seg) + redacted
+		u.RawPath = ""
+	}
 	u.RawQuery = redactQuery(u.RawQuery)
 	if u.Fragment != "" || u.RawFragment != "" {
 		u.Fragment, u.RawFragment = redacted, ""
@@ -93,8 +97,29 @@ func unescapeName(k string) string {
 	return k
 }
 
-// secretWords mark a query parameter whose value is a credential.
-var secretWords = []string{"pass", "pwd", "secret", "token", "key", "auth", "sig", "credential"}
+// secretWords mark a query parameter whose value is a credential ("code":
+// Azure Functions' function key).
+var secretWords = []string{"pass", "pwd", "secret", "token", "key", "auth", "sig", "credential", "code"}
+
+// pathSecret is the last path segment of a webhook URL whose path carries
+// its credential — Slack (hooks.slack.com/services/T/B/<secret>), Discord
+// (/api/webhooks/<id>/<token>), Microsoft Teams (…webhook.office.com/…) —
+// or "" for any other URL.
+func pathSecret(u *url.URL) string {
+	host := strings.ToLower(u.Hostname())
+	switch {
+	case host == "hooks.slack.com" && strings.HasPrefix(u.Path, "/services/"),
+		(host == "discord.com" || host == "discordapp.com") && strings.HasPrefix(u.Path, "/api/webhooks/"),
+		strings.HasSuffix(host, ".webhook.office.com") || host == "outlook.office.com":
+	default:
+		return ""
+	}
+	i := strings.LastIndexByte(u.Path, '/')
+	if i < 0 || i == len(u.Path)-1 {
+		return ""
+	}
+	return u.Path[i+1:]
+}
 
 func secretParam(name string) bool {
 	name = strings.ToLower(name)
@@ -124,6 +149,9 @@ func urlSecrets(raw string) []string {
 		} else if loneUserIsSecret(u) {
 			out = append(out, u.User.Username())
 		}
+	}
+	if seg := pathSecret(u); seg != "" {
+		out = append(out, seg)
 	}
 	for p := range queryParts(u.RawQuery) {
 		k, v, _ := strings.Cut(p, "=")

@@ -251,3 +251,21 @@ func jsonEscape(s string) string {
 	b, _ := json.Marshal(s)
 	return string(b[1 : len(b)-1])
 }
+
+// Webhook services that put the credential in the path or in ?code=.
+func TestRedactWebhookPathAndCodeSecrets(t *testing.T) {
+	for raw, want := range map[string]string{
+		"https://hooks.slack.com/services/T000/B000/SlackPathSECRETxyz":  "https://hooks.slack.com/services/T000/B000/xxxxx",
+		"https://discord.com/api/webhooks/123/DiscordPathSECRETxyz":      "https://discord.com/api/webhooks/123/xxxxx",
+		"https://fn.azurewebsites.net/api/hook?code=AzFnKeyAbc123SECRET": "https://fn.azurewebsites.net/api/hook?code=xxxxx",
+		"https://example.com/hooks/SECRETLOOKING":                        "https://example.com/hooks/SECRETLOOKING",
+	} {
+		if got := RedactURL(raw); got != want {
+			t.Errorf("RedactURL(%s) = %s, want %s", raw, got, want)
+		}
+	}
+	r := NewRedactor(urlSecrets("https://hooks.slack.com/services/T000/B000/SlackPathSECRETxyz")...)
+	if got := r.String(`Post "https://hooks.slack.com/services/T000/B000/SlackPathSECRETxyz": EOF`); strings.Contains(got, "SlackPathSECRETxyz") {
+		t.Errorf("redactor left the path secret: %s", got)
+	}
+}

@@ -188,7 +188,10 @@ Usage:
   sidecar check [--json] [flags]
                            deployment validation report (exit 0 only when READY)
   sidecar health [flags]   probe this sidecar's /healthz (for container health checks)
-  sidecar version          print the version
+  sidecar config validate|print [flags]
+                           check the configuration offline / show it, secrets redacted
+  sidecar version          print the version (also --version)
+  sidecar help             the event-log commands (topics, events, dlq, seek, pause, …)
 
 Every setting can be given as a flag, an environment variable or a key of the
 YAML file (--config); precedence: flag > env > file > default.

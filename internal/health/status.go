@@ -141,11 +141,13 @@ func ReadConsumer(ctx context.Context, rdb redis.UniversalClient, topic, group s
 		st.Error = "consumer group " + group + " does not exist (yet)"
 		return st
 	}
-	if st.Lag < 0 || (read == 0 && st.Lag > 0) {
-		// Redis < 7, a lag Redis cannot tell (after a deletion or a seek),
-		// or no entries-read count (the embedded dev-mode server, which
-		// reports the stream's length as lag): count the entries past the
-		// group's position, up to a bound; beyond it keep Redis's figure.
+	if st.Lag < 0 || (read == 0 && st.Lag > 0 && lastID != "0-0") {
+		// A lag Redis cannot tell (after a deletion or a seek), or a group
+		// that has read entries yet reports none read (the embedded
+		// dev-mode server, which gives the stream's length as lag): count
+		// the entries past the group's position, up to a bound; beyond it
+		// keep Redis's figure. (A group at 0-0 that read nothing has the
+		// exact lag already.)
 		if n := countAfter(ctx, rdb, key, lastID); n >= 0 {
 			st.Lag = n
 		}
@@ -167,9 +169,10 @@ func ReadConsumer(ctx context.Context, rdb redis.UniversalClient, topic, group s
 	return st
 }
 
-// lagScan bounds the entries countAfter reads: a lag it cannot count
-// within it stays unknown (-1) rather than costing Redis a long scan.
-const lagScan = 10000
+// lagScan bounds the entries countAfter reads (whole entries: there is
+// no cheaper way to count a range): a lag it cannot count within it keeps
+// Redis's figure rather than costing Redis a long scan every refresh.
+const lagScan = 1000
 
 // countAfter counts the entries after id, or -1 past lagScan or on error.
 func countAfter(ctx context.Context, rdb redis.UniversalClient, key, id string) int64 {
