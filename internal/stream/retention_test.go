@@ -199,7 +199,9 @@ func TestTrimmerSafePoint(t *testing.T) {
 			// Lag 5 + pending span 3 (#42..#44) <= max_len: a plain trim to
 			// max_len cannot reach #42, so no cut is searched for.
 			name: "a group close behind: plain trim to max_len, its pending entry kept", retention: byLen, n: 50,
-			groups:  func(t *testing.T, rdb *redis.Client, key string, ids []string) { consume(t, rdb, key, "g", 45, ids, 42) },
+			groups: func(t *testing.T, rdb *redis.Client, key string, ids []string) {
+				consume(t, rdb, key, "g", 45, ids, 42)
+			},
 			wantLen: 10, wantFirst: 40, wantSafe: 42,
 			wantCmd: func(key string, _ []string, _ string) string { return "XTRIM " + key + " MAXLEN ~ 10" },
 		},
@@ -207,7 +209,9 @@ func TestTrimmerSafePoint(t *testing.T) {
 			// Lag 5 + span 6 (#39..#44) > max_len: the cut is searched for
 			// and stops at the pending entry.
 			name: "a pending entry just past max_len: the cut stops at it", retention: byLen, n: 50,
-			groups:  func(t *testing.T, rdb *redis.Client, key string, ids []string) { consume(t, rdb, key, "g", 45, ids, 39) },
+			groups: func(t *testing.T, rdb *redis.Client, key string, ids []string) {
+				consume(t, rdb, key, "g", 45, ids, 39)
+			},
 			wantLen: 11, wantFirst: 39, wantSafe: 39, wantBy: "g", wantHeld: 1,
 		},
 		{
