@@ -88,27 +88,33 @@ func (w *Webhook) Deliver(ctx context.Context, topic string, attempt int, ev *ev
 		sent.Data, sent.ContentType = member, "application/json"
 		ev = &sent
 	}
+	status, err = w.post(ctx, ev.Data, func(h http.Header, now time.Time) { SetHeaders(h, topic, attempt, ev, w.Secret, now) })
+	return err
+}
+
+// post makes one attempt: body POSTed within Timeout, with the headers
+// set writes (given the attempt's time) and the attempt span's trace
+// context, the answer classified by sendAndClassify.
+func (w *Webhook) post(ctx context.Context, body []byte, set func(h http.Header, now time.Time)) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, w.Timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.URL, bytes.NewReader(ev.Data))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.URL, bytes.NewReader(body))
 	if err != nil {
-		return &DeliveryError{Err: err, permanent: true}
+		return 0, &DeliveryError{Err: err, permanent: true}
 	}
 	now := time.Now
 	if w.Now != nil {
 		now = w.Now
 	}
-	SetHeaders(req.Header, topic, attempt, ev, w.Secret, now())
+	set(req.Header, now())
 	tracing.Inject(ctx, req.Header) // on: this attempt's span is the receiver's parent
-	status, err = w.sendAndClassify(req, now)
-	return err
+	return w.sendAndClassify(req, now)
 }
 
-// sendAndClassify POSTs req and classifies the answer exactly as Deliver
-// does: no answer or 408/429/5xx is retriable (with the receiver's
-// Retry-After), a 3xx or a followed redirect is permanent with where it
-// pointed, any other non-2xx is permanent. status is the answer's, 0 when
-// none came.
+// sendAndClassify POSTs req and classifies the answer: no answer or
+// 408/429/5xx is retriable (with the receiver's Retry-After), a 3xx or a
+// followed redirect is permanent with where it pointed, any other non-2xx
+// is permanent. status is the answer's, 0 when none came.
 func (w *Webhook) sendAndClassify(req *http.Request, now func() time.Time) (status int, err error) {
 	resp, err := w.Client.Do(req)
 	if err != nil {
@@ -184,18 +190,24 @@ func SetHeaders(h http.Header, topic string, attempt int, ev *event.Event, secre
 	for _, name := range ev.ExtensionNames() {
 		ce(http.CanonicalHeaderKey("ce-"+name), ev.Extensions[name])
 	}
-	if ev.TraceParent != "" {
-		h.Set("traceparent", ev.TraceParent)
+	setDeliveryHeaders(h, topic, attempt, WebhookID(ev.ID), ev.TraceParent, ev.TraceState, ev.Data, secret, now)
+}
+
+// setDeliveryHeaders writes what every delivery carries, single or batch:
+// the W3C trace context, Standard Webhooks (webhook-id; signed over body
+// when secret is set), Sidecar-Topic, Sidecar-Attempt and User-Agent.
+func setDeliveryHeaders(h http.Header, topic string, attempt int, webhookID, traceparent, tracestate string, body, secret []byte, now time.Time) {
+	if traceparent != "" {
+		h.Set("traceparent", traceparent)
 	}
-	if ev.TraceState != "" {
-		h.Set("tracestate", ev.TraceState)
+	if tracestate != "" {
+		h.Set("tracestate", tracestate)
 	}
 	ts := now.Unix()
-	id := WebhookID(ev.ID)
-	h.Set("webhook-id", id)
+	h.Set("webhook-id", webhookID)
 	h.Set("webhook-timestamp", strconv.FormatInt(ts, 10))
 	if secret != nil {
-		h.Set("webhook-signature", Sign(secret, id, ts, ev.Data))
+		h.Set("webhook-signature", Sign(secret, webhookID, ts, body))
 	}
 	h.Set("Sidecar-Topic", topic)
 	h.Set("Sidecar-Attempt", strconv.Itoa(attempt))

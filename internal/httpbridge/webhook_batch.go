@@ -1,7 +1,6 @@
 package httpbridge
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -38,19 +37,7 @@ func (w *Webhook) DeliverBatch(ctx context.Context, topic string, attempt int, e
 		return &DeliveryError{Err: errBatchWithBody, permanent: true}
 	}
 	body := event.AppendBatch(make([]byte, 0, batchBodySizeHint(evs)), evs)
-	ctx, cancel := context.WithTimeout(ctx, w.Timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.URL, bytes.NewReader(body))
-	if err != nil {
-		return &DeliveryError{Err: err, permanent: true}
-	}
-	now := time.Now
-	if w.Now != nil {
-		now = w.Now
-	}
-	setBatchHeaders(req.Header, topic, attempt, evs, body, w.Secret, now())
-	tracing.Inject(ctx, req.Header) // on: this attempt's span is the receiver's parent
-	status, err = w.sendAndClassify(req, now)
+	status, err = w.post(ctx, body, func(h http.Header, now time.Time) { setBatchHeaders(h, topic, attempt, evs, body, w.Secret, now) })
 	return err
 }
 
@@ -73,25 +60,12 @@ func batchBodySizeHint(evs []*event.Event) int {
 // attributes are in the body.
 func setBatchHeaders(h http.Header, topic string, attempt int, evs []*event.Event, body, secret []byte, now time.Time) {
 	h.Set("Content-Type", event.CloudEventsBatchContentType)
+	var traceparent, tracestate string
 	if len(evs) > 0 {
-		if tp := evs[0].TraceParent; tp != "" {
-			h.Set("traceparent", tp)
-		}
-		if ts := evs[0].TraceState; ts != "" {
-			h.Set("tracestate", ts)
-		}
+		traceparent, tracestate = evs[0].TraceParent, evs[0].TraceState
 	}
-	ts := now.Unix()
-	id := BatchWebhookID(evs)
-	h.Set("webhook-id", id)
-	h.Set("webhook-timestamp", strconv.FormatInt(ts, 10))
-	if secret != nil {
-		h.Set("webhook-signature", Sign(secret, id, ts, body))
-	}
-	h.Set("Sidecar-Topic", topic)
-	h.Set("Sidecar-Attempt", strconv.Itoa(attempt))
+	setDeliveryHeaders(h, topic, attempt, BatchWebhookID(evs), traceparent, tracestate, body, secret, now)
 	h.Set("Sidecar-Batch-Size", strconv.Itoa(len(evs)))
-	h.Set("User-Agent", "sidecar")
 }
 
 // BatchWebhookID is the webhook-id of a batch: "batch_" + base32 (lower
