@@ -130,10 +130,7 @@ func (r *Relay) toSpoolBatch(topic string, idx []int, evs []*event.Event, causes
 	batch, flags, uncertain := make([]*event.Event, len(idx)), make([]byte, len(idx)), make([]bool, len(idx))
 	for n, i := range idx {
 		batch[n] = evs[i]
-		uncertain[n] = causes[i] != nil && r.opts.Uncertain(causes[i])
-		if uncertain[n] {
-			flags[n] = spool.FlagUncertain
-		}
+		flags[n], uncertain[n] = r.spoolFlags(causes[i])
 	}
 	ts.mu.RLock()
 	ts.spooling.Store(true) // under the lock, so the drainer cannot flip back past this append

@@ -224,11 +224,7 @@ func (d *deadlines) next(now time.Time) context.Context {
 // sent it here (nil when the topic was already spooling); one that may
 // still have been applied marks the event uncertain.
 func (r *Relay) toSpool(ts *topicState, topic string, ev *event.Event, cause error) (event.Receipt, error) {
-	uncertain := cause != nil && r.opts.Uncertain(cause)
-	var flags byte
-	if uncertain {
-		flags = spool.FlagUncertain
-	}
+	flags, uncertain := r.spoolFlags(cause)
 	ts.mu.RLock()
 	ts.spooling.Store(true) // under the lock, so the drainer cannot flip back past this append
 	err := r.spool.Append(topic, ev, flags)
@@ -237,19 +233,20 @@ func (r *Relay) toSpool(ts *topicState, topic string, ev *event.Event, cause err
 	r.refusing.Store(err != nil)
 	if err != nil {
 		r.spoolErrors.Add(1)
-		if uncertain {
-			// The write may have reached Redis (no confirmation came) and
-			// nothing records it here: it may yet be delivered. Saying "not
-			// accepted" would be a lie the publisher acts on.
-			return event.Receipt{}, &Error{code: "outcome_unknown", err: fmt.Errorf("redis may have taken the event but did not confirm it (%v), and the spool could not record it (%w): it may or may not be delivered; retry with the same Idempotency-Key to make sure it is, once", cause, err)}
-		}
-		if errors.Is(err, spool.ErrFull) {
-			return event.Receipt{}, &Error{code: "spool_full", err: fmt.Errorf("redis is unavailable and the spool is full: %w", err)}
-		}
-		return event.Receipt{}, &Error{code: "unavailable", err: fmt.Errorf("redis is unavailable and the spool failed: %w", err)}
+		return event.Receipt{}, spoolRefusal(err, cause, uncertain)
 	}
 	r.spooled.Add(1)
 	return event.Receipt{ID: ev.ID, Topic: topic, Spooled: true}, nil
+}
+
+// spoolFlags are the spool record flags of an event sent to the spool by
+// cause (nil: its topic was spooling already): uncertain when that write
+// may still have been applied.
+func (r *Relay) spoolFlags(cause error) (flags byte, uncertain bool) {
+	if cause != nil && r.opts.Uncertain(cause) {
+		return spool.FlagUncertain, true
+	}
+	return 0, false
 }
 
 // isTimeout reports whether a failed write may still have been applied: it

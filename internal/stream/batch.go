@@ -117,18 +117,12 @@ func (p *Publisher) execOn(ctx context.Context, c redis.Cmdable, reqs []*xaddReq
 		return nil
 	})
 	p.observeError(err)
-	var replErr error
-	if acked != nil && acked.Err() == nil && replicated(acked) < int64(need) {
-		replErr = fmt.Errorf("%d of %d replicas: %w", replicated(acked), need, ErrNotReplicated)
-	}
+	replErr := waitErr(acked, need)
 	for i, r := range reqs {
 		id, cerr := cmds[i].Result()
 		switch {
 		case cerr == nil && err != nil && id == "":
 			cerr = err
-		case cerr == nil && acked != nil && acked.Err() != nil:
-			// No answer to WAIT: the write may or may not be replicated.
-			cerr = fmt.Errorf("wait: %v: %w", acked.Err(), ErrNotReplicated)
 		case cerr == nil && replErr != nil:
 			cerr = replErr
 		}
@@ -137,6 +131,21 @@ func (p *Publisher) execOn(ctx context.Context, c redis.Cmdable, reqs []*xaddReq
 		}
 		r.done <- xaddRes{id: id, err: cerr}
 	}
+}
+
+// waitErr is what a pipeline's closing WAIT (nil: none was sent) says of
+// its writes: nil when the need replicas have them, else ErrNotReplicated
+// — also when WAIT got no answer: they may or may not be replicated.
+func waitErr(acked *redis.Cmd, need int) error {
+	switch {
+	case acked == nil:
+		return nil
+	case acked.Err() != nil:
+		return fmt.Errorf("wait: %v: %w", acked.Err(), ErrNotReplicated)
+	case replicated(acked) < int64(need):
+		return fmt.Errorf("%d of %d replicas: %w", replicated(acked), need, ErrNotReplicated)
+	}
+	return nil
 }
 
 func (p *Publisher) failQueued(err error) {

@@ -75,15 +75,7 @@ func (p *Publisher) bulkOn(ctx context.Context, c redis.Cmdable, topics []string
 		return nil
 	})
 	p.observeError(err)
-	var replErr error
-	switch {
-	case acked == nil:
-	case acked.Err() != nil:
-		// No answer to WAIT: the writes may or may not be replicated.
-		replErr = fmt.Errorf("wait: %v: %w", acked.Err(), ErrNotReplicated)
-	case replicated(acked) < int64(need):
-		replErr = fmt.Errorf("%d of %d replicas: %w", replicated(acked), need, ErrNotReplicated)
-	}
+	replErr := waitErr(acked, need)
 	for n, i := range idx {
 		topic := topics[i]
 		var (
