@@ -302,24 +302,19 @@ func (a *api) readEvent(w http.ResponseWriter, r *http.Request, topic string) (*
 			return nil, http.StatusBadRequest, code, err
 		}
 	}
-	for _, h := range []struct {
-		name string
-		dst  *string
-	}{{"traceparent", &ev.TraceParent}, {"Idempotency-Key", &ev.IdempotencyKey}} {
-		if v, ok := header(r, h.name); ok {
-			if err := event.ValidateAttr(h.name, v); err != nil {
-				return nil, http.StatusBadRequest, "invalid_header", err
-			}
-			*h.dst = v
-		}
-	}
-	if err := readPartitionKey(r, ev); err != nil {
+	tp, ts, idem, err := hopHeaders(r)
+	if err != nil {
 		return nil, http.StatusBadRequest, "invalid_header", err
 	}
-	if ev.TraceState = traceState(r.Header); ev.TraceState != "" {
-		if err := event.ValidateTraceHeader("tracestate", ev.TraceState); err != nil {
-			return nil, http.StatusBadRequest, "invalid_header", err
-		}
+	if tp != "" {
+		ev.TraceParent = tp
+	}
+	if idem != "" {
+		ev.IdempotencyKey = idem
+	}
+	ev.TraceState = ts
+	if err := readPartitionKey(r, ev); err != nil {
+		return nil, http.StatusBadRequest, "invalid_header", err
 	}
 	// Last guard: every attribute that becomes a delivery header must be
 	// sendable, or the event would fail every attempt and hold its topic.
@@ -345,6 +340,28 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 		return buf, nil
 	}
 	return io.ReadAll(body)
+}
+
+// hopHeaders reads and checks the request's traceparent, tracestate and
+// Idempotency-Key; "" for one not sent (an empty one is refused).
+func hopHeaders(r *http.Request) (traceparent, tracestate, idem string, err error) {
+	for _, h := range []struct {
+		name string
+		dst  *string
+	}{{"traceparent", &traceparent}, {"Idempotency-Key", &idem}} {
+		if v, ok := header(r, h.name); ok {
+			if err := event.ValidateAttr(h.name, v); err != nil {
+				return "", "", "", err
+			}
+			*h.dst = v
+		}
+	}
+	if tracestate = traceState(r.Header); tracestate != "" {
+		if err := event.ValidateTraceHeader("tracestate", tracestate); err != nil {
+			return "", "", "", err
+		}
+	}
+	return traceparent, tracestate, idem, nil
 }
 
 func header(r *http.Request, name string) (string, bool) {

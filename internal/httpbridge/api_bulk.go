@@ -174,24 +174,11 @@ func (a *api) readBulk(w http.ResponseWriter, r *http.Request, topic string) ([]
 		}
 		return nil, status, be.Code, be.Index, err
 	}
-	idem, hasIdem := header(r, "Idempotency-Key")
-	if hasIdem {
-		if err := event.ValidateAttr("Idempotency-Key", idem); err != nil {
-			return nil, http.StatusBadRequest, "invalid_header", -1, err
-		}
+	tp, ts, idem, err := hopHeaders(r)
+	if err != nil {
+		return nil, http.StatusBadRequest, "invalid_header", -1, err
 	}
-	tp, hasTP := header(r, "traceparent")
-	if hasTP {
-		if err := event.ValidateAttr("traceparent", tp); err != nil {
-			return nil, http.StatusBadRequest, "invalid_header", -1, err
-		}
-	}
-	ts := traceState(r.Header)
-	if ts != "" {
-		if err := event.ValidateTraceHeader("tracestate", ts); err != nil {
-			return nil, http.StatusBadRequest, "invalid_header", -1, err
-		}
-	}
+	hasIdem, hasTP := idem != "", tp != ""
 	for i, ev := range evs {
 		// Event i of a retried request has the same key as before, so the
 		// retry replays what was published and publishes only the rest.
