@@ -3,6 +3,7 @@ package health
 import (
 	"context"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -50,7 +51,7 @@ func ReadNodes(ctx context.Context, rdb redis.UniversalClient) []NodeStatus {
 				}
 				if ks, ok := strings.CutPrefix(line, "db0:keys="); ok {
 					k, _, _ := strings.Cut(ks, ",")
-					n.Keys = atoi64(k)
+					n.Keys, _ = strconv.ParseInt(k, 10, 64)
 				}
 			}
 		}
@@ -61,15 +62,4 @@ func ReadNodes(ctx context.Context, rdb redis.UniversalClient) []NodeStatus {
 	})
 	sort.Slice(nodes, func(i, j int) bool { return nodes[i].Addr < nodes[j].Addr })
 	return nodes
-}
-
-func atoi64(s string) int64 {
-	var n int64
-	for _, c := range s {
-		if c < '0' || c > '9' {
-			return n
-		}
-		n = n*10 + int64(c-'0')
-	}
-	return n
 }
