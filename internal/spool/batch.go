@@ -73,6 +73,12 @@ func (s *Spool) appendEncoded(bins [][]byte, flags []byte) (int, error) {
 // order, durable together; it appends the longest prefix that fits the
 // shared bound and returns its length, with ErrFull when not all fit.
 func (s *Set) AppendBatch(topic string, evs []*event.Event, flags []byte) (int, error) {
+	return s.appendBatch(topic, evs, flags, true)
+}
+
+// appendBatch is AppendBatch; unbounded, it ignores the shared bound (the
+// migration of an older spool, which is on disk already).
+func (s *Set) appendBatch(topic string, evs []*event.Event, flags []byte, bounded bool) (int, error) {
 	// Encoded outside the lock every topic's appends share.
 	bins, sizes := make([][]byte, len(evs)), make([]int64, len(evs))
 	for i, ev := range evs {
@@ -82,7 +88,7 @@ func (s *Set) AppendBatch(topic string, evs []*event.Event, flags []byte) (int, 
 	s.mu.Lock()
 	var fit, total int64
 	for i := range evs {
-		if s.bytes+total+sizes[i] > s.opts.MaxBytes {
+		if bounded && s.bytes+total+sizes[i] > s.opts.MaxBytes {
 			break
 		}
 		total += sizes[i]

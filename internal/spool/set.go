@@ -139,7 +139,7 @@ func (s *Set) migrate() error {
 			if r.Uncertain {
 				flags = FlagUncertain
 			}
-			if err := s.append(r.Topic, r.Event, flags, false); err != nil {
+			if _, err := s.appendBatch(r.Topic, []*event.Event{r.Event}, []byte{flags}, false); err != nil {
 				return fmt.Errorf("spool: moving older spool: %w", err)
 			}
 		}
@@ -157,40 +157,7 @@ func (s *Set) migrate() error {
 // Append writes (topic, ev) to the topic's spool and returns once it is on
 // disk. ErrFull when the shared bound would be passed.
 func (s *Set) Append(topic string, ev *event.Event, flags byte) error {
-	return s.append(topic, ev, flags, true)
-}
-
-func (s *Set) append(topic string, ev *event.Event, flags byte, bounded bool) error {
-	size := int64(headerSize + len(event.AppendBinary(nil, topic, ev)))
-	s.mu.Lock()
-	if bounded && s.bytes+size > s.opts.MaxBytes {
-		used := s.bytes
-		s.mu.Unlock()
-		return fmt.Errorf("%w: %d of %d bytes used", ErrFull, used, s.opts.MaxBytes)
-	}
-	sp := s.topics[topic]
-	if sp == nil {
-		if err := event.ValidateStreamTopic(topic); err != nil {
-			s.mu.Unlock()
-			return err
-		}
-		var err error
-		if sp, err = s.openTopic(topic); err != nil {
-			s.mu.Unlock()
-			return err
-		}
-	}
-	// Reserved now, so concurrent appends cannot overshoot the bound.
-	s.bytes += size
-	s.inflight += size
-	s.mu.Unlock()
-	err := sp.Append(topic, ev, flags)
-	s.mu.Lock()
-	s.inflight -= size
-	if err != nil {
-		s.bytes -= size
-	}
-	s.mu.Unlock()
+	_, err := s.appendBatch(topic, []*event.Event{ev}, []byte{flags}, true)
 	return err
 }
 

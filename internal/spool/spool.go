@@ -298,28 +298,8 @@ func (s *Spool) Empty() bool {
 // Append writes (topic, ev) and returns once it is on disk (fsync'd).
 // Concurrent appends are committed together. ErrFull when over MaxBytes.
 func (s *Spool) Append(topic string, ev *event.Event, flags byte) error {
-	rec := appendRecord(nil, flags, event.AppendBinary(nil, topic, ev))
-	s.mu.Lock()
-	if s.bytes+int64(len(rec)) > s.opts.MaxBytes {
-		s.mu.Unlock()
-		return fmt.Errorf("%w: %d of %d bytes used", ErrFull, s.bytes, s.opts.MaxBytes)
-	}
-	// Count it now, so concurrent appends cannot overshoot the bound.
-	s.bytes += int64(len(rec))
-	s.events++
-	c := s.batch
-	if s.opts.NoGroupCommit {
-		c = &commit{done: make(chan struct{})}
-	}
-	s.queue = append(s.queue, pending{rec: rec, commit: c})
-	lead := !s.flushing
-	s.flushing = true
-	s.mu.Unlock()
-	if lead {
-		s.flushLoop()
-	}
-	<-c.done
-	return c.err
+	_, err := s.AppendBatch(topic, []*event.Event{ev}, []byte{flags})
+	return err
 }
 
 // flushLoop is run by the append that found no commit in progress: it
